@@ -1,0 +1,3 @@
+from mental_edge.cli import main
+
+main()
