@@ -1,0 +1,71 @@
+"""Hugging Face checkpoint -> GGUF, without torch: read lazily, write streaming, quantize through llama.cpp.
+
+`convert_checkpoint` is the one entry point; `quantize` (in .quantize) re-quantizes an existing GGUF.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import gguf
+
+from . import outtypes
+from .arch import ARCHITECTURES, architecture_for
+from .checkpoint import Checkpoint
+from .errors import ConversionError
+from .gguf_out import Progress, temp_path, write_gguf
+
+__all__ = ["ARCHITECTURES", "Checkpoint", "ConversionError", "convert_checkpoint", "source_url"]
+
+SOURCE_REVISION_KEY = "general.source.revision"  # not a gguf standard key: the hub revision converted
+
+
+def source_url(source: str) -> str:
+    """A hub repo id becomes its huggingface.co address; a URL or path is kept as given."""
+    if "://" in source or source.startswith(("/", ".")) or source.count("/") != 1:
+        return source
+    return f"https://huggingface.co/{source}"
+
+
+def convert_checkpoint(src_dir: str | os.PathLike, out_path: str | os.PathLike, outtype: str = "f16",
+                       quant: str | None = None, source: str | None = None, revision: str | None = None,
+                       progress: Progress | None = None) -> Path:
+    """Convert the checkpoint in `src_dir` to the GGUF file `out_path` and return its path.
+
+    `outtype` is f32, f16, bf16 or q8_0. With `quant` (a llama.cpp file type such as Q4_K_M) the
+    checkpoint is first written as `outtype` to a temporary file, quantized, and the temporary removed.
+    `source` (hub repo id or URL) and `revision` are recorded in the file's metadata.
+    """
+    outtype = outtypes.check_outtype(outtype)
+    out = Path(out_path)
+    if quant is not None:
+        from .quantize import file_type_for
+        file_type_for(quant)  # an unknown type fails before the long conversion
+    ckpt = Checkpoint.open(src_dir)
+    arch = architecture_for(ckpt.config)
+    from .vocab import load_vocab
+    vocab = load_vocab(ckpt.folder)
+    tensors = arch.plan(ckpt, outtype)
+    name = (source.rstrip("/").rsplit("/", 1)[-1] if source else None) or ckpt.folder.resolve().name
+
+    def add_metadata(writer: gguf.GGUFWriter) -> None:
+        writer.add_name(name)
+        writer.add_file_type(outtypes.file_type(outtype))
+        writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+        if source:
+            writer.add_source_url(source_url(source))
+        if revision:
+            writer.add_string(SOURCE_REVISION_KEY, revision)
+        arch.add_metadata(writer, ckpt.config)
+        vocab.write(writer)
+
+    if quant is None:
+        return write_gguf(out, arch.GGUF_ARCH, add_metadata, tensors, progress)
+    from .quantize import quantize
+    intermediate = temp_path(out, suffix=f".{outtype}.gguf")
+    try:
+        write_gguf(intermediate, arch.GGUF_ARCH, add_metadata, tensors, progress)
+        return quantize(intermediate, out, quant, progress=progress).path
+    finally:
+        intermediate.unlink(missing_ok=True)
