@@ -78,6 +78,17 @@ def test_existing_output_is_never_overwritten_without_resume(tmp_path, suffix):
     assert path.read_bytes() == before
 
 
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+def test_undecodable_text_in_a_record_is_escaped_not_a_crash(tmp_path, suffix):
+    path = tmp_path / f"out{suffix}"
+    with RecordWriter(path) as writer:
+        writer.write({"id": "1", "task": "DR", "explanation": "bad \udcff byte"})
+    (row,) = _read(path)
+    assert row["explanation"] in ("bad \udcff byte", "bad \\udcff byte")
+    with RecordWriter(path, resume=True) as writer:
+        assert writer.done == {("1", "DR")}
+
+
 def test_unknown_output_type_is_an_error(tmp_path):
     with pytest.raises(MentalEdgeError, match=r"\.jsonl or \.csv"):
         RecordWriter(tmp_path / "out.txt")

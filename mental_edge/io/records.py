@@ -22,6 +22,7 @@ from mental_edge.errors import MentalEdgeError
 from mental_edge.io.files import create_private, write_all
 
 FORMATS = {".jsonl": "jsonl", ".csv": "csv"}
+_ENCODE_ERRORS = "backslashreplace"  # a stray undecodable byte is written as \udcNN, never a crash
 
 
 class RecordWriter:
@@ -96,7 +97,8 @@ class RecordWriter:
 
     def _encode(self, record: dict) -> bytes:
         if self.format == "jsonl":
-            return (json.dumps(record, ensure_ascii=False, default=str) + "\n").encode("utf-8")
+            line = json.dumps(record, ensure_ascii=False, default=str) + "\n"
+            return line.encode("utf-8", _ENCODE_ERRORS)
         return self._encode_csv(record)
 
     def _encode_csv(self, record: dict) -> bytes:
@@ -112,7 +114,7 @@ class RecordWriter:
             writer.writerow(self.fields)
             self._header_written = True
         writer.writerow([_cell(record.get(name)) for name in self.fields])
-        return buffer.getvalue().encode("utf-8")
+        return buffer.getvalue().encode("utf-8", _ENCODE_ERRORS)
 
 
 def _format_of(path: Path) -> str:
