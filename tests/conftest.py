@@ -42,3 +42,7 @@ def isolated_home(tmp_path_factory, monkeypatch):
     monkeypatch.delenv("MENTAL_EDGE_PROMPTS", raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     return home
+
+
+# Real-weights Hugging Face checkpoints rebuilt from GGUF files (smollm2_hf_checkpoint).
+from hf_fixtures import smollm2_hf_checkpoint  # noqa: E402,F401
