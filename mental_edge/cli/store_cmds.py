@@ -1,0 +1,75 @@
+"""Store commands: pull, import, models (ls, rm)."""
+
+import click
+
+from mental_edge import store
+from mental_edge.cli import main
+
+_COLUMNS = ("NAME", "ARCHITECTURE", "QUANT", "SIZE", "SHA256", "SOURCE", "REVISION")
+
+
+def _say(message: str) -> None:
+    click.echo(message, err=True)
+
+
+@main.command()
+@click.argument("name_or_repo")
+@click.option("--quant", help="llama.cpp type to quantize to, or to pick from a GGUF repo (Q4_K_M, Q8_0, ...).")
+@click.option("--revision", help="Branch, tag or commit on the hub (default: main).")
+@click.option("--outtype", type=click.Choice(["f32", "f16", "bf16", "q8_0", "int8"]), help="Converted type before --quant.")
+@click.option("--keep-download", is_flag=True, help="Keep the downloaded checkpoint after conversion.")
+def pull(name_or_repo, quant, revision, outtype, keep_download):
+    """Download a model (short name or hub id), convert it if needed, and add it to the store."""
+    entry = store.pull(
+        name_or_repo, quant=quant, revision=revision, outtype=outtype, progress=_say, keep_download=keep_download
+    )
+    click.echo(f"{entry.name}: {entry.architecture} {entry.quant}, {_size(entry.size)}, sha256 {entry.sha256[:12]}")
+
+
+@main.command("import")
+@click.argument("file", type=click.Path(dir_okay=True, path_type=str))
+@click.option("--name", help="Store name (default: the file name).")
+def import_cmd(file, name):
+    """Add a GGUF file (or a CTranslate2 folder) to the store, e.g. one carried to an offline machine."""
+    entry = store.import_model(file, name=name)
+    click.echo(f"{entry.name}: {entry.architecture} {entry.quant}, {_size(entry.size)}, sha256 {entry.sha256[:12]}")
+
+
+@main.group(invoke_without_command=True)
+@click.pass_context
+def models(ctx):
+    """List the models in the store (or 'models rm NAME')."""
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(ls)
+
+
+@models.command()
+def ls():
+    """List the models in the store."""
+    entries = store.list_models()
+    if not entries:
+        click.echo(f"The store ({store.store_home()}) is empty: {store.HOW_TO_GET}.")
+        return
+    rows = [_COLUMNS] + [
+        (e.name, e.architecture, e.quant, _size(e.size), e.sha256[:12], e.source, e.revision[:12] or "-")
+        for e in entries
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+
+
+@models.command()
+@click.argument("name")
+def rm(name):
+    """Remove a model from the store (deletes its file)."""
+    entry = store.remove_model(name)
+    click.echo(f"removed {entry.name}")
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n} GB"

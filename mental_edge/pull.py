@@ -1,0 +1,134 @@
+"""`pull`: a hub model into the store, taken as it is from a GGUF repo or converted from its checkpoint.
+
+Store names are `<short name>-<quant>` (mentallama-7b-q4_k_m); `resolve_model("mentallama-7b")` finds the
+one entry of that stem.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from mental_edge import hub
+from mental_edge.errors import MentalEdgeError
+from mental_edge.store import ModelEntry, default_name, describe, find_model, model_path, models_dir, register
+
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class KnownModel:
+    short: str
+    repo: str
+    quant: str | None  # the default --quant
+    outtype: str = "f16"
+    folder: bool = False  # converted to a CTranslate2 folder, not a GGUF file
+
+
+KNOWN_MODELS = {
+    m.short: m
+    for m in (
+        KnownModel("mentallama-7b", "klyang/MentaLLaMA-chat-7B", "Q4_K_M"),
+        KnownModel("mentallama-13b", "klyang/MentaLLaMA-chat-13B", "Q4_K_M"),
+        KnownModel("mentalglm", "zwzzz/MentalGLM", "Q4_K_M"),
+        KnownModel("mentalglm-chat", "zwzzz/MentalGLM-chat", "Q4_K_M"),
+        KnownModel("mentalt5", "Tianlin668/MentalT5", "Q8_0"),
+        KnownModel("mentalbart", "Tianlin668/MentalBART", None, outtype="int8", folder=True),
+    )
+}
+_REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+def known_model(name_or_repo: str) -> KnownModel | None:
+    """A known model by short name or by its hub id, in any case."""
+    key = name_or_repo.lower()
+    return next((m for m in KNOWN_MODELS.values() if key in (m.short, m.repo.lower())), None)
+
+
+def pull(
+    name_or_repo: str,
+    quant: str | None = None,
+    revision: str | None = None,
+    outtype: str | None = None,
+    progress: Say | None = None,
+    keep_download: bool = False,
+) -> ModelEntry:
+    """Put a hub model in the store and return its entry; the revision recorded is the resolved commit."""
+    say = progress or (lambda _message: None)
+    known = known_model(name_or_repo)
+    if known is None and not _REPO_ID.fullmatch(name_or_repo):
+        shorts = ", ".join(KNOWN_MODELS)
+        raise MentalEdgeError(f"'{name_or_repo}' is neither a known model ({shorts}) nor a hub repo id like owner/name")
+    repo_id = known.repo if known else name_or_repo
+    base = known.short if known else default_name(repo_id.split("/")[-1]).removesuffix("-gguf")
+    listing = hub.list_repo(repo_id, revision)
+    if listing.gguf_files():
+        return _pull_gguf(listing, base, quant, say)
+    quant = (quant or (known.quant if known else None) or "").upper() or None
+    outtype = outtype or (known.outtype if known else "f16")
+    return _pull_checkpoint(listing, base, quant, outtype, bool(known and known.folder), say, keep_download)
+
+
+def _already_there(name: str, listing: hub.RepoListing, say: Say) -> ModelEntry | None:
+    entry = find_model(name)
+    if entry and entry.name == name and entry.source == listing.repo_id and entry.revision == listing.sha:
+        if model_path(entry).exists():
+            say(f"{name} is already in the store at revision {listing.sha[:12]}")
+            return entry
+    return None
+
+
+def _pull_gguf(listing: hub.RepoListing, base: str, quant: str | None, say: Say) -> ModelEntry:
+    files, reason = hub.choose_gguf(listing, quant)
+    if len(files) > 1:
+        raise MentalEdgeError(
+            f"{files[0]} is split in {len(files)} parts: merge them with llama.cpp's gguf-split, then 'mental-edge import'"
+        )
+    file_quant = hub.quant_of_name(files[0])
+    name = f"{base}-{file_quant.lower()}" if file_quant else base
+    if entry := _already_there(name, listing, say):
+        return entry
+    say(f"{listing.repo_id} holds GGUF files: taking {files[0]} ({reason})")
+    folder = hub.download(listing, files, hub.download_folder(listing))
+    dest = models_dir() / f"{name}.gguf"
+    (folder / files[0]).replace(dest)
+    shutil.rmtree(folder, ignore_errors=True)
+    return register(describe(dest, name, source=listing.repo_id, revision=listing.sha))
+
+
+def _pull_checkpoint(listing, base, quant, outtype, folder_model, say, keep_download) -> ModelEntry:
+    name = f"{base}-{(quant or outtype).lower()}"
+    if entry := _already_there(name, listing, say):
+        return entry
+    files = hub.checkpoint_files(listing)
+    say(f"downloading {len(files)} files of {listing.repo_id} at {listing.sha[:12]}: {', '.join(files)}")
+    src = hub.download(listing, files, hub.download_folder(listing))
+    dest = models_dir() / (name if folder_model else f"{name}.gguf")
+    _convert(src, dest, outtype, quant, listing, say)
+    entry = register(describe(dest, name, source=listing.repo_id, revision=listing.sha, quant=outtype.upper()))
+    if not keep_download:
+        shutil.rmtree(src, ignore_errors=True)
+    return entry
+
+
+def _convert(src: Path, dest: Path, outtype: str, quant: str | None, listing: hub.RepoListing, say: Say) -> None:
+    from mental_edge.convert import convert_checkpoint
+    from mental_edge.convert.errors import ConversionError
+
+    target = f"{outtype} then {quant}" if quant else outtype
+    say(f"converting to {target}: {dest.name}")
+    try:
+        convert_checkpoint(
+            src,
+            dest,
+            outtype=outtype,
+            quant=quant,
+            source=listing.repo_id,
+            revision=listing.sha,
+            progress=lambda done, total, tensor: say(f"  [{done}/{total}] {tensor}"),
+        )
+    except ConversionError as exc:
+        raise MentalEdgeError(f"converting {listing.repo_id}: {exc}") from None
