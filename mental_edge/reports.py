@@ -1,0 +1,180 @@
+"""Evaluation reports: build one from per-row predictions, render it, compare two.
+
+A report is a plain dict, saved as JSON, so that two runs (say Q8_0 and Q4_K_M of one model) can be
+compared later from their files alone:
+
+    {"data": "...", "run": {...model and sampling...},
+     "tasks": {"DR": {"n", "accuracy", "weighted_f1", "macro_f1", "unparsed", "confusion"}},
+     "rows": {"DR": [{"id": "1", "gold": "yes", "pred": "no"}, ...]}}
+
+`pred` is None for an answer no rule could read (it is reported as unparsed, never as a class).
+The figures come from `metrics.score`; this module only arranges and prints them.
+"""
+
+import json
+from pathlib import Path
+from typing import Iterable, Mapping
+
+from mental_edge.errors import MentalEdgeError
+from mental_edge.io.files import atomic_write_text
+from mental_edge.metrics import UNPARSED, score
+
+FIGURES = (("accuracy", "accuracy"), ("weighted_f1", "weighted F1"), ("macro_f1", "macro F1"))
+
+
+def build_report(rows_by_task: Mapping[str, Iterable[Mapping]], *,
+                 labels_by_task: Mapping[str, Iterable[str]] | None = None,
+                 run: Mapping | None = None, data: str | None = None) -> dict:
+    """Score each task's rows ({"id", "gold", "pred"}); `labels_by_task` fixes the label order."""
+    tasks, rows = {}, {}
+    for task, task_rows in rows_by_task.items():
+        task_rows = [{"id": str(r["id"]), "gold": r["gold"], "pred": r.get("pred")} for r in task_rows]
+        labels = (labels_by_task or {}).get(task)
+        scores = score([r["gold"] for r in task_rows], [r["pred"] for r in task_rows],
+                       tuple(labels) if labels is not None else None)
+        tasks[task], rows[task] = scores.as_dict(), task_rows
+    return {"data": data, "run": dict(run or {}), "tasks": tasks, "rows": rows}
+
+
+def save_report(report: dict, stem) -> tuple[Path, Path]:
+    """Write `stem.json` and `stem.md`, each whole or not at all (owner-only)."""
+    stem = Path(stem)
+    json_path = atomic_write_text(stem.with_name(stem.name + ".json"), render_json(report))
+    md_path = atomic_write_text(stem.with_name(stem.name + ".md"), render_markdown(report))
+    return json_path, md_path
+
+
+def load_report(path) -> dict:
+    """A report saved by `save_report`; a one-line error for anything else."""
+    path = Path(path)
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise MentalEdgeError(f"{path}: no such report") from None
+    except (OSError, ValueError) as exc:
+        raise MentalEdgeError(f"{path}: not a readable JSON report ({exc})".replace("\n", " ")) from None
+    if not isinstance(report, dict) or not isinstance(report.get("tasks"), dict):
+        raise MentalEdgeError(f"{path}: not an eval report (no 'tasks' object)")
+    return report
+
+
+def render_json(report: dict) -> str:
+    return json.dumps(report, ensure_ascii=False, indent=1) + "\n"
+
+
+def render_table(report: dict) -> str:
+    """The report for a terminal: a summary table, then each task's confusion matrix."""
+    parts = [_text_table(*_summary(report))]
+    for task, figures in report["tasks"].items():
+        parts.append(f"{task}: rows are gold labels, columns predictions")
+        parts.append(_text_table(*_confusion(figures)))
+    return "\n\n".join(parts) + "\n"
+
+
+def render_markdown(report: dict) -> str:
+    parts = ["# Evaluation report", _markdown_run(report), _markdown_table(*_summary(report))]
+    for task, figures in report["tasks"].items():
+        parts.append(f"## {task}\n\nRows are gold labels, columns predictions.")
+        parts.append(_markdown_table(*_confusion(figures)))
+    return "\n\n".join(p for p in parts if p) + "\n"
+
+
+def compare_reports(before: dict, after: dict) -> dict:
+    """Per-task deltas (after minus before) and the share of rows whose predicted label changed.
+
+    Rows are matched by id within a task; only rows present in both reports are counted.
+    """
+    common = [t for t in before["tasks"] if t in after["tasks"]]
+    if not common:
+        raise MentalEdgeError("the two reports have no task in common")
+    tasks = {}
+    for task in common:
+        a, b = before["tasks"][task], after["tasks"][task]
+        entry = {key: {"before": a[key], "after": b[key], "delta": b[key] - a[key]}
+                 for key in ("accuracy", "weighted_f1", "macro_f1", "unparsed")}
+        entry.update(_changed_rows(before.get("rows", {}).get(task), after.get("rows", {}).get(task)))
+        tasks[task] = entry
+    return {"before": _describe(before), "after": _describe(after), "tasks": tasks}
+
+
+def render_comparison(comparison: dict, markdown: bool = False) -> str:
+    headers = ["task", *(f"{name} Δ" for _, name in FIGURES), "unparsed Δ", "rows", "changed"]
+    rows = []
+    for task, entry in comparison["tasks"].items():
+        changed = "n/a" if entry["changed_share"] is None else f"{entry['changed_share']:.1%}"
+        rows.append([task, *(f"{entry[key]['delta']:+.4f}" for key, _ in FIGURES),
+                     f"{entry['unparsed']['delta']:+d}", str(entry["matched"]), changed])
+    title = f"{comparison['before']} → {comparison['after']}"
+    table = (_markdown_table if markdown else _text_table)(headers, rows, "l" + "r" * 6)
+    return f"{'# ' if markdown else ''}{title}\n\n{table}\n"
+
+
+def _changed_rows(before_rows, after_rows) -> dict:
+    if before_rows is None or after_rows is None:
+        return {"matched": 0, "changed": 0, "changed_share": None}
+    before_pred = {r["id"]: r.get("pred") for r in before_rows}
+    matched = [(before_pred[r["id"]], r.get("pred")) for r in after_rows if r["id"] in before_pred]
+    changed = sum(a != b for a, b in matched)
+    return {"matched": len(matched), "changed": changed,
+            "changed_share": changed / len(matched) if matched else None}
+
+
+def _describe(report: dict) -> str:
+    run = report.get("run") or {}
+    name = run.get("model") or run.get("name") or "report"
+    quant = run.get("quantization")
+    return f"{name} ({quant})" if quant else str(name)
+
+
+def _summary(report: dict) -> tuple[list[str], list[list[str]], str]:
+    headers = ["task", "n", *(name for _, name in FIGURES), "unparsed"]
+    rows = [[task, str(f["n"]), *(f"{f[key]:.4f}" for key, _ in FIGURES), str(f["unparsed"])]
+            for task, f in report["tasks"].items()]
+    return headers, rows, "l" + "r" * 5
+
+
+def _confusion(figures: dict) -> tuple[list[str], list[list[str]], str]:
+    confusion = figures["confusion"]
+    labels, columns = confusion["labels"], confusion["columns"]
+    headers = ["gold \\ predicted", *columns]
+    rows = [[label, *(str(x) for x in counts)] for label, counts in zip(labels, confusion["matrix"])]
+    return headers, rows, "l" + "r" * len(columns)
+
+
+def _markdown_run(report: dict) -> str:
+    lines = [f"- data: `{report['data']}`"] if report.get("data") else []
+    for key, value in (report.get("run") or {}).items():
+        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        lines.append(f"- {key}: {_md_code(text)}")
+    return "\n".join(lines)
+
+
+def _text_table(headers: list[str], rows: list[list[str]], align: str) -> str:
+    widths = [max(len(str(c)) for c in column) for column in zip(headers, *rows)]
+
+    def line(cells):
+        return "  ".join(str(c).ljust(w) if a == "l" else str(c).rjust(w)
+                         for c, w, a in zip(cells, widths, align)).rstrip()
+
+    return "\n".join([line(headers), "  ".join("-" * w for w in widths), *map(line, rows)])
+
+
+def _markdown_table(headers: list[str], rows: list[list[str]], align: str) -> str:
+    def line(cells):
+        return "| " + " | ".join(_md_cell(c) for c in cells) + " |"
+
+    rule = "|" + "|".join(":---" if a == "l" else "---:" for a in align) + "|"
+    return "\n".join([line(headers), rule, *map(line, rows)])
+
+
+def _md_code(text: str) -> str:
+    """Inline code; a backquote inside would end it early, so it becomes a quote."""
+    return "`" + _md_cell(text).replace("`", "'") + "`"
+
+
+def _md_cell(value) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+__all__ = ["build_report", "compare_reports", "load_report", "render_comparison", "render_json",
+           "render_markdown", "render_table", "save_report", "UNPARSED"]
