@@ -1,0 +1,388 @@
+"""The llama.cpp backend for decoder-only GGUF models, through llama-cpp-python's low-level API.
+
+One context holds sequence 0 (the running prompt, reused from call to call by its longest common prefix) and
+spare sequences for scoring candidate answers side by side on a shared copy of the prompt's cache.
+"""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+import os
+import re
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import llama_cpp
+import numpy as np
+from llama_cpp import _internals, _logger
+
+from mental_edge.engine.base import Engine, Generation, ModelInfo, Sampling, Segment
+from mental_edge.errors import MentalEdgeError
+
+_logger.set_verbose(False)  # llama.cpp's own chatter goes nowhere unless asked
+
+DEFAULT_CTX = 2048  # the published MentaLLaMA evaluation used max_length=2048 (prompt + answer)
+SCORE_SEQS = 16  # sequences available for scoring candidates side by side
+
+FILE_TYPES = {
+    value: name[len("LLAMA_FTYPE_MOSTLY_"):]
+    for name, value in vars(llama_cpp).items()
+    if name.startswith("LLAMA_FTYPE_MOSTLY_") and isinstance(value, int)
+}
+FILE_TYPES[0] = "F32"
+
+
+class ContextOverflow(MentalEdgeError):
+    """The tokens do not fit in the context window."""
+
+
+def check_gguf(path: Path) -> None:
+    """One line instead of a crash for a missing or non-GGUF file."""
+    if not path.is_file():
+        raise MentalEdgeError(f"{path}: no such model file")
+    with open(path, "rb") as fh:
+        if fh.read(4) != b"GGUF":
+            raise MentalEdgeError(f"{path}: not a GGUF model file (bad magic bytes)")
+
+
+def default_threads() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS
+        return max(1, os.cpu_count() or 1)
+
+
+def default_gpu_layers() -> int:
+    """Every layer on the GPU when this llama.cpp build has a GPU backend, none otherwise."""
+    return -1 if llama_cpp.llama_supports_gpu_offload() else 0
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+class LlamaEngine(Engine):
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        n_ctx: int | None = None,
+        threads: int | None = None,
+        gpu_layers: int | None = None,
+        n_batch: int = 512,
+        name: str | None = None,
+    ):
+        path = Path(path)
+        check_gguf(path)
+        threads = threads or default_threads()
+        gpu_layers = default_gpu_layers() if gpu_layers is None else gpu_layers
+        self._model = self._load_model(path, gpu_layers)
+        n_ctx_train = self._model.n_ctx_train()
+        self.n_ctx = min(n_ctx or DEFAULT_CTX, n_ctx_train)
+        self.n_batch = n_batch
+        self._ctx = self._new_context(threads)
+        self._batch = _internals.LlamaBatch(n_tokens=n_batch, embd=0, n_seq_max=1, verbose=False)
+        self._n_vocab = self._model.n_vocab()
+        self._cached: list[int] = []  # the tokens sequence 0 holds in the cache
+        self._control_re: re.Pattern | None = None
+        meta = self._model.metadata()
+        self.info = ModelInfo(
+            path=path,
+            name=name or meta.get("general.name") or path.stem,
+            architecture=meta.get("general.architecture", "unknown"),
+            quantization=FILE_TYPES.get(int(meta.get("general.file_type", -1)), "unknown"),
+            n_ctx_train=n_ctx_train,
+            n_params=self._model.n_params(),
+            chat_template=meta.get("tokenizer.chat_template"),
+            add_bos=bool(self._model.add_bos_token()),
+            engine=f"llama.cpp (llama-cpp-python {llama_cpp.__version__})",
+            metadata=meta,
+        )
+        self.settings = {"n_ctx": self.n_ctx, "threads": threads, "gpu_layers": gpu_layers, "n_batch": n_batch}
+
+    @staticmethod
+    def _load_model(path: Path, gpu_layers: int):
+        params = llama_cpp.llama_model_default_params()
+        params.n_gpu_layers = gpu_layers
+        try:
+            return _internals.LlamaModel(path_model=str(path), params=params, verbose=False)
+        except ValueError:
+            raise MentalEdgeError(
+                f"{path}: llama.cpp could not load this model (truncated or corrupt file, "
+                "or an architecture this llama.cpp build does not know)"
+            ) from None
+
+    def _new_context(self, threads: int):
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = self.n_ctx
+        params.n_batch = params.n_ubatch = self.n_batch
+        params.n_threads = params.n_threads_batch = threads
+        params.n_seq_max = SCORE_SEQS
+        params.kv_unified = True  # sequences share one cache, so a prompt copied to another sequence costs nothing
+        return _internals.LlamaContext(model=self._model, params=params, verbose=False)
+
+    # -- tokens ---------------------------------------------------------------------------------
+
+    def tokenize(self, text: str, *, add_bos: bool = False, special: bool = False) -> list[int]:
+        if not text:
+            return [self._model.token_bos()] if add_bos else []
+        return self._model.tokenize(text.encode("utf-8"), add_bos, special)
+
+    def tokenize_segments(self, segments: Sequence[Segment], *, add_bos: bool) -> list[int]:
+        """Tokens as llama.cpp would give for the joined text with special-token parsing on, except that
+        control tokens are recognised only inside special segments: plain text around them is joined
+        and tokenized as one run, so a post reads the same wherever it sits."""
+        tokens: list[int] = []
+        run = ""
+        for piece, control_id in self._split_controls(segments):
+            if control_id is None:
+                run += piece
+                continue
+            tokens += self.tokenize(run)
+            run = ""
+            tokens.append(control_id)
+        tokens += self.tokenize(run)
+        bos = self._model.token_bos()
+        if add_bos and self.info.add_bos and bos >= 0 and tokens[:1] != [bos]:
+            tokens.insert(0, bos)
+        return tokens
+
+    def _split_controls(self, segments: Sequence[Segment]) -> Iterator[tuple[str, int | None]]:
+        for seg in segments:
+            if not seg.special:
+                yield seg.text, None
+                continue
+            pos = 0
+            for match in self._control_pattern().finditer(seg.text):
+                yield seg.text[pos : match.start()], None
+                yield match.group(), self._control_ids[match.group()]
+                pos = match.end()
+            yield seg.text[pos:], None
+
+    def _control_pattern(self) -> re.Pattern:
+        if self._control_re is None:
+            vocab = self._model.vocab
+            wanted = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_USER_DEFINED
+            self._control_ids = {}
+            for tok in range(self._n_vocab):
+                if llama_cpp.llama_vocab_get_attr(vocab, tok) & wanted:
+                    text = llama_cpp.llama_vocab_get_text(vocab, tok).decode("utf-8", "replace")
+                    if text:
+                        self._control_ids.setdefault(text, tok)
+            names = sorted(self._control_ids, key=len, reverse=True)
+            self._control_re = re.compile("|".join(map(re.escape, names)) or r"(?!)")
+        return self._control_re
+
+    def _piece(self, token: int) -> bytes:
+        buf = (ctypes.c_char * 256)()
+        n = llama_cpp.llama_token_to_piece(self._model.vocab, token, buf, 256, 0, False)
+        return bytes(buf[: max(n, 0)])
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        return b"".join(self._piece(t) for t in tokens).decode("utf-8", "replace")
+
+    def is_end(self, token: int) -> bool:
+        return bool(llama_cpp.llama_vocab_is_eog(self._model.vocab, token))
+
+    # -- the cache ------------------------------------------------------------------------------
+
+    def _decode(self, tokens: Sequence[int], start: int, seq: int = 0, want_logits: str = "last") -> None:
+        """Feed tokens at positions start.. of one sequence, in batches of n_batch."""
+        for i in range(0, len(tokens), self.n_batch):
+            chunk = tokens[i : i + self.n_batch]
+            last_chunk = i + self.n_batch >= len(tokens)
+            self._fill_batch([(seq, start + i, chunk)], logits="last" if last_chunk else "none")
+            self._run_batch()
+
+    def _fill_batch(self, parts, logits: str) -> list[int]:
+        """parts: (seq, first position, tokens). Returns the batch index of each part's first token."""
+        batch = self._batch.batch
+        n = 0
+        firsts = []
+        for seq, start, toks in parts:
+            firsts.append(n)
+            for j, tok in enumerate(toks):
+                batch.token[n] = tok
+                batch.pos[n] = start + j
+                batch.n_seq_id[n] = 1
+                batch.seq_id[n][0] = seq
+                batch.logits[n] = logits == "all"
+                n += 1
+        if logits == "last" and n:
+            batch.logits[n - 1] = True
+        batch.n_tokens = n
+        return firsts
+
+    def _run_batch(self) -> None:
+        try:
+            self._ctx.decode(self._batch)
+        except RuntimeError as exc:
+            self._forget()
+            raise MentalEdgeError(f"llama.cpp could not evaluate the batch ({exc}); the cache was cleared") from None
+
+    def _forget(self) -> None:
+        self._ctx.kv_cache_clear()
+        self._cached = []
+
+    def _ingest(self, tokens: Sequence[int]) -> int:
+        """Make sequence 0 hold exactly `tokens`, with the last token's logits ready. Returns tokens reused."""
+        if not tokens:
+            raise MentalEdgeError("empty prompt: nothing to evaluate")
+        if len(tokens) > self.n_ctx:
+            raise ContextOverflow(f"the prompt has {len(tokens)} tokens; the context holds {self.n_ctx}")
+        keep = 0
+        limit = min(len(self._cached), len(tokens) - 1)  # the last token is read again for its logits
+        while keep < limit and self._cached[keep] == tokens[keep]:
+            keep += 1
+        self._ctx.kv_cache_seq_rm(0, keep, -1)
+        del self._cached[keep:]
+        try:
+            self._decode(tokens[keep:], keep)
+        except BaseException:
+            self._forget()
+            raise
+        self._cached.extend(tokens[keep:])
+        return keep
+
+    def _logits(self, index: int) -> np.ndarray:
+        ptr = self._ctx.get_logits_ith(index)
+        return np.ctypeslib.as_array(ptr, shape=(self._n_vocab,)).astype(np.float32)
+
+    # -- scoring --------------------------------------------------------------------------------
+
+    def score(self, prompt: Sequence[int], continuations: Sequence[Sequence[int]]) -> list[float]:
+        longest = max((len(c) for c in continuations), default=0)
+        if len(prompt) + longest > self.n_ctx:
+            raise ContextOverflow(f"prompt and answer need {len(prompt) + longest} tokens; the context holds {self.n_ctx}")
+        self._ingest(prompt)
+        first = _log_softmax(self._logits(-1))
+        scores = [float(first[c[0]]) if c else 0.0 for c in continuations]
+        for group in self._score_groups(continuations):
+            self._score_group(len(prompt), group, continuations, scores)
+        return scores
+
+    def _score_groups(self, continuations) -> Iterator[list[int]]:
+        """Indices of continuations that fit together in one batch and in the spare sequences."""
+        group, size = [], 0
+        for i, cont in enumerate(continuations):
+            need = max(len(cont) - 1, 0)
+            if not need:
+                continue
+            if group and (size + need > self.n_batch or len(group) == SCORE_SEQS - 1):
+                yield group
+                group, size = [], 0
+            group.append(i)
+            size += need
+        if group:
+            yield group
+
+    def _score_group(self, n_prompt: int, group: list[int], continuations, scores: list[float]) -> None:
+        parts = []
+        for k, i in enumerate(group):
+            seq = k + 1
+            self._ctx.kv_cache_seq_cp(0, seq, 0, n_prompt)
+            parts.append((seq, n_prompt, continuations[i][:-1]))
+        try:
+            firsts = self._fill_batch(parts, logits="all")
+            self._run_batch()
+            for i, first in zip(group, firsts):
+                cont = continuations[i]
+                for j in range(1, len(cont)):
+                    scores[i] += float(_log_softmax(self._logits(first + j - 1))[cont[j]])
+        finally:
+            for k in range(len(group)):
+                self._ctx.kv_cache_seq_rm(k + 1, -1, -1)
+
+    # -- generation -----------------------------------------------------------------------------
+
+    def generate(self, prompt, *, max_tokens, sampling=Sampling(), stop=()) -> Generation:
+        gen = Generation(iter(()))
+        gen._pieces = self._stream(list(prompt), max_tokens, sampling, tuple(stop), gen)
+        return gen
+
+    def _sampler(self, sampling: Sampling):
+        sampler = _internals.LlamaSampler()
+        if sampling.greedy:
+            sampler.add_greedy()
+            return sampler
+        if sampling.top_k > 0:
+            sampler.add_top_k(sampling.top_k)
+        if sampling.top_p < 1.0:
+            sampler.add_top_p(sampling.top_p, 1)
+        sampler.add_temp(sampling.temperature)
+        sampler.add_dist(sampling.seed)
+        return sampler
+
+    def _stream(self, prompt, max_tokens, sampling, stop, gen: Generation) -> Iterator[str]:
+        gen.prompt_tokens = len(prompt)
+        gen.reused_tokens = self._ingest(prompt)
+        sampler = self._sampler(sampling)
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        held = ""  # text that may be the start of a stop string
+        gen.finish_reason = "length"
+        try:
+            for _ in range(max_tokens):
+                if len(self._cached) >= self.n_ctx:
+                    gen.finish_reason = "context"
+                    break
+                token = sampler.sample(self._ctx, -1)
+                if self.is_end(token):
+                    gen.finish_reason = "stop"
+                    break
+                self._append(token)
+                gen.generated_tokens += 1
+                held += decoder.decode(self._piece(token))
+                out, held, stopped = _cut_at_stop(held, stop)
+                if out:
+                    yield out
+                if stopped:
+                    gen.finish_reason = "stop"
+                    return
+            held += decoder.decode(b"", final=True)
+            if held:
+                yield held
+        finally:
+            sampler.close()
+
+    def _append(self, token: int) -> None:
+        position = len(self._cached)
+        self._cached.append(token)
+        try:
+            self._fill_batch([(0, position, [token])], logits="last")
+            self._run_batch()
+        except BaseException:
+            self._forget()
+            raise
+
+    # -- timings ---------------------------------------------------------------------------------
+
+    def perf(self) -> dict:
+        """llama.cpp's own timings since the last reset (for the engine-overhead benchmark)."""
+        data = llama_cpp.llama_perf_context(self._ctx.ctx)
+        return {"prompt_ms": data.t_p_eval_ms, "prompt_tokens": data.n_p_eval,
+                "gen_ms": data.t_eval_ms, "gen_tokens": data.n_eval}
+
+    def reset_perf(self) -> None:
+        llama_cpp.llama_perf_context_reset(self._ctx.ctx)
+
+    def close(self):
+        self._batch.close()
+        self._ctx.close()
+        self._model.close()
+
+
+def _cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, str, bool]:
+    """Split streamed text into (safe to emit, held back, stopped)."""
+    for s in stop:
+        at = text.find(s)
+        if at >= 0:
+            return text[:at], "", True
+    hold = 0
+    for s in stop:
+        for k in range(min(len(s) - 1, len(text)), 0, -1):
+            if text.endswith(s[:k]):
+                hold = max(hold, k)
+                break
+    return text[: len(text) - hold], text[len(text) - hold :], False
