@@ -107,3 +107,20 @@ def test_compare_without_common_tasks_is_an_error():
     b = build_report({"SAD": [{"id": 1, "gold": "school", "pred": "school"}]})
     with pytest.raises(MentalEdgeError, match="no task in common"):
         compare_reports(a, b)
+
+
+def test_compare_command(tmp_path):
+    from click.testing import CliRunner
+
+    from mental_edge.cli import main
+
+    rows = [{"id": 1, "gold": "yes", "pred": "yes"}, {"id": 2, "gold": "no", "pred": "yes"}]
+    save_report(build_report({"DR": rows}, run={"model": "A"}), tmp_path / "a")
+    rows[1]["pred"] = "no"
+    save_report(build_report({"DR": rows}, run={"model": "B"}), tmp_path / "b")
+    result = CliRunner().invoke(main, ["compare", str(tmp_path / "a.json"), str(tmp_path / "b.json")])
+    assert result.exit_code == 0, result.output
+    assert "A → B" in result.output and "+0.5000" in result.output and "50.0%" in result.output
+    result = CliRunner().invoke(main, ["compare", str(tmp_path / "a.json"), str(tmp_path / "x.json")])
+    assert result.exit_code == 1 and "Error: " in result.output and "no such report" in result.output
+    assert "Traceback" not in result.output
