@@ -83,17 +83,7 @@ def check_definition(d: dict, origin: str, templates: dict[str, str]) -> dict:
         fail("labels", "must be a non-empty list of strings")
     if len(set(labels)) != len(labels):
         fail("labels", "has a label twice")
-    answers = d.get("answers")
-    if not isinstance(answers, dict) or not answers:
-        fail("answers", "must map each form to {label: answer sentence}")
-    for form, by_label in answers.items():
-        if form not in FORMS:
-            fail(f"answers.{form}", f"is not a form ({', '.join(FORMS)})")
-        if not isinstance(by_label, dict) or set(by_label) != set(labels):
-            fail(f"answers.{form}", "must give one answer sentence for each label")
-        if not all(isinstance(s, str) and s.strip() for s in by_label.values()):
-            fail(f"answers.{form}", "must hold non-empty strings")
-    forms = list(answers)
+    forms = _check_answers(d.get("answers"), labels, fail)
     _check_questions(d, forms, fail)
     out = dict(d)
     out["templates"] = _check_templates(d.get("templates", {}), forms, templates, fail)
@@ -106,6 +96,20 @@ def check_definition(d: dict, origin: str, templates: dict[str, str]) -> dict:
     if not isinstance(out["reasoning_marker"], str) or not out["reasoning_marker"].strip():
         fail("reasoning_marker", "must be a non-empty string")
     return out
+
+
+def _check_answers(answers, labels: list[str], fail) -> list[str]:
+    """The forms a family offers: those its answers are given in."""
+    if not isinstance(answers, dict) or not answers:
+        fail("answers", "must map each form to {label: answer sentence}")
+    for form, by_label in answers.items():
+        if form not in FORMS:
+            fail(f"answers.{form}", f"is not a form ({', '.join(FORMS)})")
+        if not isinstance(by_label, dict) or set(by_label) != set(labels):
+            fail(f"answers.{form}", "must give one answer sentence for each label")
+        if not all(isinstance(s, str) and s.strip() for s in by_label.values()):
+            fail(f"answers.{form}", "must hold non-empty strings")
+    return list(answers)
 
 
 def _check_questions(d: dict, forms: list[str], fail) -> None:
