@@ -98,7 +98,8 @@ def test_unknown_output_type_is_an_error(tmp_path):
 def test_resume_after_sigkill_gives_every_row_once(tmp_path, suffix):
     path = tmp_path / f"out{suffix}"
     total = 60  # two tasks each: 120 records
-    child = subprocess.Popen([sys.executable, str(HELPER), str(path), str(total), "0.005"])
+    # 20 ms a record: about 2.4 s for all 120, so the kill after 30 lands mid-run even on a busy machine
+    child = subprocess.Popen([sys.executable, str(HELPER), str(path), str(total), "0.02"])
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if path.exists() and path.read_bytes().count(b"quotes") >= 30:
