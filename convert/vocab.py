@@ -13,6 +13,7 @@ generation_config.json, whatever the kind.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from hashlib import sha256
 from pathlib import Path
@@ -68,6 +69,8 @@ def load_vocab(folder: str | Path) -> Vocab:
     """The vocabulary of the checkpoint in `folder`, padded to config.json's vocab_size when that is larger."""
     folder = Path(folder)
     spm_file, json_file = folder / "tokenizer.model", folder / "tokenizer.json"
+    if spm_file.is_file() and _is_tiktoken_ranks(spm_file):
+        raise ConversionError(f"{spm_file}: tiktoken ranks vocabularies (GLM remote-code layout) are not supported yet")
     if spm_file.is_file():
         vocab = _load_sentencepiece(spm_file)
     elif json_file.is_file():
@@ -77,6 +80,13 @@ def load_vocab(folder: str | Path) -> Vocab:
     _pad_to_config(vocab, folder)
     _add_special_tokens(vocab, folder)
     return vocab
+
+
+def _is_tiktoken_ranks(path: Path) -> bool:
+    """GLM ships its tiktoken ranks as `tokenizer.model` too: text lines of "<base64 token> <rank>"."""
+    with open(path, "rb") as f:
+        head = f.read(256).split(b"\n", 1)[0].split(b" ")
+    return len(head) == 2 and head[1].isdigit() and re.fullmatch(rb"[A-Za-z0-9+/=]+", head[0]) is not None
 
 
 # --- SentencePiece -------------------------------------------------------------------------------------------
