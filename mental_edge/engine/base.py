@@ -108,6 +108,11 @@ class Engine(ABC):
     @abstractmethod
     def detokenize(self, tokens: Sequence[int]) -> str: ...
 
+    def token_text(self, token: int) -> str:
+        """The vocabulary's text of one token, control tokens included (`<s>`, `<|im_end|>`): what a chat
+        template means by `bos_token`. `detokenize` gives control tokens no text."""
+        raise NotImplementedError
+
     @abstractmethod
     def is_end(self, token: int) -> bool:
         """True for end-of-generation tokens (eos, eot, ...)."""

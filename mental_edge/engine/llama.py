@@ -183,6 +183,11 @@ class LlamaEngine(Engine):
     def detokenize(self, tokens: Sequence[int]) -> str:
         return b"".join(self._piece(t) for t in tokens).decode("utf-8", "replace")
 
+    def token_text(self, token: int) -> str:
+        if not 0 <= token < self._n_vocab:
+            return ""
+        return llama_cpp.llama_vocab_get_text(self._model.vocab, token).decode("utf-8", "replace")
+
     def is_end(self, token: int) -> bool:
         return bool(llama_cpp.llama_vocab_is_eog(self._model.vocab, token))
 
