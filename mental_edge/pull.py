@@ -14,7 +14,7 @@ from pathlib import Path
 
 from mental_edge import hub
 from mental_edge.errors import MentalEdgeError
-from mental_edge.store import ModelEntry, default_name, describe, find_model, model_path, models_dir, register
+from mental_edge.store import ModelEntry, default_name, describe, get_model, model_path, models_dir, register
 
 Say = Callable[[str], None]
 
@@ -73,11 +73,14 @@ def pull(
 
 
 def _already_there(name: str, listing: hub.RepoListing, say: Say) -> ModelEntry | None:
-    entry = find_model(name)
-    if entry and entry.name == name and entry.source == listing.repo_id and entry.revision == listing.sha:
-        if model_path(entry).exists():
-            say(f"{name} is already in the store at revision {listing.sha[:12]}")
-            return entry
+    """The entry if this very commit is in the store already; a different one is announced as replaced."""
+    entry = get_model(name)
+    if entry is None:
+        return None
+    if (entry.source, entry.revision) == (listing.repo_id, listing.sha) and model_path(entry).exists():
+        say(f"{name} is already in the store at revision {listing.sha[:12]}")
+        return entry
+    say(f"{name} will replace the store's copy from {entry.source} {entry.revision[:12]}".rstrip())
     return None
 
 

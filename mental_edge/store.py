@@ -219,6 +219,11 @@ def list_models() -> list[ModelEntry]:
     return [entries[name] for name in sorted(entries)]
 
 
+def get_model(name: str) -> ModelEntry | None:
+    """A store entry by its exact name."""
+    return _read_registry().get(name)
+
+
 def find_model(name: str) -> ModelEntry | None:
     """A store entry by exact name, else by the one entry named `<name>-<quant>`."""
     entries = _read_registry()

@@ -32,7 +32,7 @@ class HubStandIn:
         self.requests: list[tuple[str, str]] = []  # (method, path)
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
 
     def __enter__(self) -> "HubStandIn":
         self._thread.start()
