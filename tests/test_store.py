@@ -138,3 +138,27 @@ def test_import_copies_when_it_cannot_link(tmp_path, monkeypatch):
     src = write_tiny_gguf(tmp_path / "m.gguf")
     path = store.model_path(store.import_model(src))
     assert path.read_bytes() == src.read_bytes() and not os.path.samefile(path, src)
+
+
+def test_ctranslate2_folder_imports_and_a_plain_folder_is_refused(tmp_path):
+    model = tmp_path / "mentalbart-int8"
+    model.mkdir()
+    (model / "model.bin").write_bytes(b"weights" * 100)
+    (model / "config.json").write_text("{}")
+    entry = store.import_model(model)
+    assert (entry.name, entry.architecture, entry.size) == ("mentalbart-int8", "ctranslate2", 702)
+    assert entry.sha256 == hashlib.sha256(b"weights" * 100).hexdigest()
+    assert (store.resolve_model("mentalbart") / "config.json").read_text() == "{}"
+
+    (tmp_path / "empty").mkdir()
+    assert "without model.bin" in one_error_line(run("import", str(tmp_path / "empty")))
+
+
+def test_concurrent_registrations_lose_nothing(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    f = write_tiny_gguf(tmp_path / "m.gguf")
+    base = store.describe(f, "x", source="test")
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda i: store.register(base.__class__(**{**base.__dict__, "name": f"m{i}"})), range(40)))
+    assert len(store.list_models()) == 40
