@@ -58,9 +58,11 @@ class Vocab:
         if self.add_space_prefix is not None:
             writer.add_add_space_prefix(self.add_space_prefix)
         for kind, token_id in self.special_ids.items():
-            getattr(writer, f"add_{kind}_token_id")(token_id)
+            if handler := getattr(writer, f"add_{kind}_token_id", None):  # GGUF has no key for some (cls)
+                handler(token_id)
         for kind, value in self.add_special.items():
-            getattr(writer, f"add_add_{kind}_token")(value)
+            if handler := getattr(writer, f"add_add_{kind}_token", None):
+                handler(value)
         if self.chat_template is not None:
             writer.add_chat_template(self.chat_template)
 
@@ -206,7 +208,7 @@ def _add_special_tokens(vocab: Vocab, folder: Path) -> None:
     for kind, token_id in special.special_token_ids.items():
         vocab.special_ids.setdefault(kind, token_id)
     for kind, value in special.add_special_token.items():
-        if kind in ("bos", "eos"):
+        if kind in ("bos", "eos", "sep"):
             vocab.add_special[kind] = value
     if special.chat_template is not None:
         vocab.chat_template = special.chat_template

@@ -7,6 +7,7 @@ on our rebuilt tokenizer.model), and the Rust `tokenizers` library running SmolL
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import gguf
@@ -112,8 +113,10 @@ def test_vocab_spm_special_text_stays_text(spm_folder, tmp_path):
 def test_vocab_spm_added_tokens_and_padding(spm_folder, tmp_path):
     folder = tmp_path / "ckpt"
     folder.mkdir()
-    for name in ("tokenizer.model", "tokenizer_config.json"):
-        (folder / name).write_bytes((spm_folder / name).read_bytes())
+    (folder / "tokenizer.model").write_bytes((spm_folder / "tokenizer.model").read_bytes())
+    (folder / "tokenizer_config.json").write_text(json.dumps({"add_bos_token": True, "added_tokens_decoder": {
+        "0": {"content": "<unk>", "special": True}, "32001": {"content": "<|user|>", "special": True},
+        "32002": {"content": "<extra>", "special": False}}}))
     (folder / "added_tokens.json").write_text('{"<pad>": 32000}')
     (folder / "config.json").write_text('{"vocab_size": 32004, "bos_token_id": 1, "eos_token_id": 2, '
                                         '"pad_token_id": 32000}')
@@ -121,6 +124,12 @@ def test_vocab_spm_added_tokens_and_padding(spm_folder, tmp_path):
     assert len(vocab) == 32004 and vocab.tokens[32000] == "<pad>"
     assert vocab.token_types[32000] == gguf.TokenType.USER_DEFINED
     assert vocab.token_types[32003] == gguf.TokenType.UNUSED and vocab.special_ids["pad"] == 32000
+    assert vocab.token_types[0] == gguf.TokenType.UNKNOWN  # the proto's type is kept
+    assert (vocab.tokens[32001], vocab.token_types[32001]) == ("<|user|>", gguf.TokenType.CONTROL)
+    assert vocab.token_types[32002] == gguf.TokenType.USER_DEFINED
+    llm = llama_vocab(write_vocab_only(vocab, tmp_path / "added.gguf"))
+    assert llama_tokenize(llm, "a<|user|>b", special=True)[1:2] == [32001]
+    assert 32001 not in llama_tokenize(llm, "a<|user|>b")
 
 
 # --- byte-level BPE (SmolLM2's tokenizer.json) -----------------------------------------------------------------
@@ -168,8 +177,6 @@ def test_vocab_bpe_special_text_stays_text(bpe_gguf):
 
 def test_vocab_unknown_pre_tokenizer_is_one_line(smollm2_hf_checkpoint, tmp_path):
     """A pre-tokenizer llama.cpp has no name for must be an error, not a silently wrong name."""
-    import json
-
     folder = tmp_path / "ckpt"
     folder.mkdir()
     data = json.loads((smollm2_hf_checkpoint / "tokenizer.json").read_text())
