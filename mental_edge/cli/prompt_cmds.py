@@ -15,19 +15,41 @@ from mental_edge.tasks import FORMS, load_tasks
               help="Prompt form (default: the task's first form, instruction for the English tasks).")
 @click.option("--prompts", "prompts_dir", type=click.Path(file_okay=False), default=None,
               help="Folder of task files and templates adding to or overriding the package's.")
-# --model M (the model's own form and wrapper) is added here by the engine owner: it would pick `form`
-# from the model and wrap the query with mental_edge.prompt_format before printing.
+@click.option("--model", "-m", default=None,
+              help="Show the model's own form and wrapper, with its BOS and control tokens.")
 @click.argument("text", required=False)
-def prompt_command(task_name, form, prompts_dir, text):
+def prompt_command(task_name, form, prompts_dir, model, text):
     """Print the prompt for TEXT (or the post read from stdin)."""
     post = text if text is not None else _read_stdin()
     tasks = load_tasks(prompts_dir).get(task_name)
     if form and len(tasks) > 1:  # `all` or a family: the tasks that have this form
         tasks = [t for t in tasks if form in t.forms] or tasks
+    wrap = _model_wrapper(model) if model else None
     for task in tasks:
         if len(tasks) > 1:
             click.echo(f"==> {task.name} <==")
-        click.echo(task.render(post, form or task.forms[0]))
+        if wrap is None:
+            click.echo(task.render(post, form or task.forms[0]))
+        else:
+            click.echo(wrap(task, post, form))
+
+
+def _model_wrapper(model: str):
+    """The exact text a model is fed for a task: its form, its query format, BOS where the file adds one."""
+    from mental_edge.cli.common import open_engine
+    from mental_edge.prompt_format import form_for, query_format_for
+
+    engine = open_engine(model)
+    fmt = query_format_for(engine.info)
+
+    def wrap(task, post, form):
+        query = task.render(post, form or form_for(engine.info, task.language))
+        tokens = engine.tokenize_segments(fmt.segments(query), add_bos=fmt.add_bos)
+        text = "".join(segment.text for segment in fmt.segments(query))
+        bos = engine.token_text(tokens[0]) if fmt.add_bos and engine.info.add_bos else ""
+        return bos + text
+
+    return wrap
 
 
 def _read_stdin() -> str:

@@ -1,0 +1,63 @@
+"""Options shared by every command that loads a model, and the one way they open it."""
+
+from __future__ import annotations
+
+import functools
+
+import click
+
+from mental_edge import store
+from mental_edge.engine import Engine, Sampling, load_engine
+from mental_edge.errors import MentalEdgeError
+
+
+def model_options(func):
+    """--model, --ctx, --threads, --gpu-layers: passed on as `model_opts`."""
+
+    @click.option("--model", "-m", "model", default=None, help="Store name or path of a model file (default: the store's only model).")
+    @click.option("--ctx", "n_ctx", type=click.IntRange(min=64), default=None, help="Context size in tokens (default 2048, at most the model's).")
+    @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (default: all available).")
+    @click.option("--gpu-layers", type=int, default=None, help="Layers offloaded to the GPU (default: all when llama.cpp has a GPU backend, else none).")
+    @functools.wraps(func)
+    def wrapper(*args, model, n_ctx, threads, gpu_layers, **kwargs):
+        opts = {"model": model, "n_ctx": n_ctx, "threads": threads, "gpu_layers": gpu_layers}
+        return func(*args, model_opts=opts, **kwargs)
+
+    return wrapper
+
+
+def sampling_options(func):
+    """--temperature, --top-p, --seed: passed on as `sampling`."""
+
+    @click.option("--temperature", type=click.FloatRange(min=0), default=0.0, show_default=True, help="0 is greedy decoding.")
+    @click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True)
+    @click.option("--seed", type=int, default=0, show_default=True, help="Sampling seed (recorded with results).")
+    @functools.wraps(func)
+    def wrapper(*args, temperature, top_p, seed, **kwargs):
+        return func(*args, sampling=Sampling(temperature=temperature, top_p=top_p, seed=seed), **kwargs)
+
+    return wrapper
+
+
+def open_engine(model: str | None, n_ctx=None, threads=None, gpu_layers=None) -> Engine:
+    """Load a model by store name or path; with no name, the store's only model."""
+    entry = None
+    if model is None:
+        held = store.list_models()
+        if len(held) != 1:
+            names = ", ".join(e.name for e in held) or "nothing"
+            raise MentalEdgeError(f"say which model with --model NAME|PATH (the store holds: {names}); {store.HOW_TO_GET}")
+        entry, path = held[0], store.model_path(held[0])
+    else:
+        path = store.resolve_model(model)
+        entry = store.find_model(model) if not _is_path(model) else None
+    engine = load_engine(path, n_ctx=n_ctx, threads=threads, gpu_layers=gpu_layers, name=entry.name if entry else None)
+    if entry is not None and entry.sha256:
+        engine.info.sha256 = entry.sha256  # the store hashed the file once; no need to read gigabytes again
+    return engine
+
+
+def _is_path(model: str) -> bool:
+    from pathlib import Path
+
+    return Path(model).expanduser().exists()
