@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from hashlib import sha256
 from pathlib import Path
@@ -157,7 +158,7 @@ def _load_bpe(path: Path) -> Vocab:
         else:
             tokens.append(by_id[i])
             types.append(_added_token_type(added[i]) if i in added else _T.NORMAL)
-    vocab = Vocab(model="gpt2", pre=detect_pre_tokenizer(tokenizer, path), tokens=tokens, token_types=types,
+    vocab = Vocab(model="gpt2", pre=detect_pre_tokenizer(lambda text: tokenizer.encode(text).ids, path), tokens=tokens, token_types=types,
                   merges=_merges(model.get("merges") or [], path))
     vocab.add_special.update(_added_by_post_processor(tokenizer, vocab, data))
     return vocab
@@ -168,10 +169,11 @@ def _added_token_type(token) -> int:
     return _T.CONTROL if token.special else _T.USER_DEFINED
 
 
-def detect_pre_tokenizer(tokenizer, path: Path | str = "tokenizer.json") -> str:
-    """The llama.cpp pre-tokenizer name for a `tokenizers.Tokenizer`, as llama.cpp's converter computes it."""
-    ids = tokenizer.encode(CHECK_TEXT).ids
-    digest = sha256(str(ids).encode()).hexdigest()
+def detect_pre_tokenizer(encode: Callable[[str], list[int]], path: Path | str = "tokenizer.json") -> str:
+    """The llama.cpp pre-tokenizer name, as llama.cpp's converter finds it: sha256 of the ids `encode` gives
+    (special tokens added, as transformers' `encode` does) on llama.cpp's check text. Any tokenizer fits: the
+    `tokenizers` library here, tiktoken ranks for GLM."""
+    digest = sha256(str(list(encode(CHECK_TEXT))).encode()).hexdigest()
     if digest not in PRE_TOKENIZER_BY_HASH:
         raise ConversionError(f"{path}: pre-tokenizer not known to llama.cpp (token hash {digest})")
     return PRE_TOKENIZER_BY_HASH[digest][0]

@@ -198,6 +198,12 @@ def test_vocab_missing_tokenizer_names_folder_and_files(tmp_path):
     assert "\n" not in message
 
 
+def test_vocab_tiktoken_ranks_file_is_recognised(tmp_path):
+    (tmp_path / "tokenizer.model").write_text("IQ== 0\nIg== 1\nIw== 2\n")
+    with pytest.raises(ConversionError, match="tokenizer.model: tiktoken ranks"):
+        load_vocab(tmp_path)
+
+
 def test_vocab_garbage_tokenizer_model_is_one_line(tmp_path):
     (tmp_path / "tokenizer.model").write_bytes(b"\xff\xff\xff\xff not a proto")
     with pytest.raises(ConversionError, match="tokenizer.model: not a SentencePiece model"):
