@@ -44,9 +44,9 @@ def convert_checkpoint(src_dir: str | os.PathLike, out_path: str | os.PathLike, 
         file_type_for(quant)  # an unknown type fails before the long conversion
     ckpt = Checkpoint.open(src_dir)
     arch = architecture_for(ckpt.config)
+    tensors = arch.plan(ckpt, outtype)  # checks every shape before anything is written
     from .vocab import load_vocab
     vocab = load_vocab(ckpt.folder)
-    tensors = arch.plan(ckpt, outtype)
     name = (source.rstrip("/").rsplit("/", 1)[-1] if source else None) or ckpt.folder.resolve().name
 
     def add_metadata(writer: gguf.GGUFWriter) -> None:

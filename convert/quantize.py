@@ -67,7 +67,7 @@ class _LogCapture:
     def _line(self, line: str) -> None:
         if m := _FALLBACK.search(line):
             self.fallbacks[m.group(1)] = (m.group(2), m.group(3))
-        if (m := _PROGRESS.search(line)) and self.progress is not None:
+        if (m := _PROGRESS.search(line)) and "size =" in line and self.progress is not None:
             try:
                 self.progress(int(m.group(1)), int(m.group(2)), m.group(3))
             except Exception:  # an exception cannot cross the C callback; progress is best effort here

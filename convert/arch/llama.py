@@ -9,7 +9,7 @@ import gguf
 import numpy as np
 
 from .. import outtypes
-from ..checkpoint import Checkpoint, LazyTensor
+from ..checkpoint import FLOAT_DTYPES, Checkpoint, LazyTensor
 from ..errors import ConversionError
 from ..gguf_out import OutTensor
 
@@ -131,6 +131,9 @@ def _check(ckpt: Checkpoint, hp: Hparams) -> list[LazyTensor]:
         if tuple(tensor.shape) != shape:
             raise ConversionError(f"{tensor.file.name}: tensor {name} has shape {list(tensor.shape)}, "
                                   f"config.json implies {list(shape)}")
+        if tensor.dtype not in FLOAT_DTYPES:
+            raise ConversionError(f"{tensor.file.name}: tensor {name} has dtype {tensor.dtype}, "
+                                  f"expected one of {', '.join(FLOAT_DTYPES)}")
         kept.append(tensor)
     if expected:
         missing = sorted(expected, key=_order_key)[0]
