@@ -158,7 +158,8 @@ def _load_bpe(path: Path) -> Vocab:
         else:
             tokens.append(by_id[i])
             types.append(_added_token_type(added[i]) if i in added else _T.NORMAL)
-    vocab = Vocab(model="gpt2", pre=detect_pre_tokenizer(lambda text: tokenizer.encode(text).ids, path), tokens=tokens, token_types=types,
+    pre = detect_pre_tokenizer(lambda text: tokenizer.encode(text).ids, path)
+    vocab = Vocab(model="gpt2", pre=pre, tokens=tokens, token_types=types,
                   merges=_merges(model.get("merges") or [], path))
     vocab.add_special.update(_added_by_post_processor(tokenizer, vocab, data))
     return vocab
