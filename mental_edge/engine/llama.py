@@ -100,7 +100,8 @@ class LlamaEngine(Engine):
             engine=f"llama.cpp (llama-cpp-python {llama_cpp.__version__})",
             metadata=meta,
         )
-        self.settings = {"n_ctx": self.n_ctx, "threads": threads, "gpu_layers": gpu_layers, "n_batch": n_batch}
+        self.settings = {"n_ctx": self.n_ctx, "threads": threads, "gpu_layers": gpu_layers, "n_batch": n_batch,
+                         "flash_attn": "auto"}
 
     @staticmethod
     def _load_model(path: Path, gpu_layers: int):
