@@ -140,7 +140,11 @@ class Session:
     def converse(self, text: str) -> None:
         self.warn_if_risk(text)
         self.messages.append(Message("user", text))
-        tokens = self._fit_prompt()
+        try:
+            tokens = self._fit_prompt()
+        except BaseException:  # too long, or Ctrl-C: the message is not part of the conversation
+            self.messages.pop()
+            raise
         generation = self.engine.generate(tokens, max_tokens=self.params.max_tokens,
                                           sampling=self.params.sampling(), stop=self.format.stop)
         answer = self._stream(generation)
@@ -172,7 +176,6 @@ class Session:
             if len(tokens) + room <= self.engine.n_ctx:
                 break
             if len(self.messages) < 3:  # only the new message is left
-                self.messages.pop()
                 raise MentalEdgeError(f"the message needs {len(tokens)} tokens with the system prompt; "
                                       f"the context holds {self.engine.n_ctx} (start with a larger --ctx)")
             self._drop_oldest_exchange()
@@ -347,8 +350,12 @@ def run_session(session: Session, reader: LineReader) -> None:
         except EOFError:
             session.echo("")
             return
-        if not session.handle(text):
-            return
+        try:
+            if not session.handle(text):
+                return
+        except KeyboardInterrupt:  # between the answer's pieces it is caught nearer; anywhere else, here
+            session.echo("")
+            session.notice("[interrupted]")
 
 
 def default_model() -> Path:

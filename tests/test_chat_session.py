@@ -19,7 +19,7 @@ PROMPT = ">>> "
 
 def spawn(model, home, *args, country="US"):
     env = {**os.environ, "MENTAL_EDGE_HOME": str(home), "TERM": "xterm", "MENTAL_EDGE_COUNTRY": country}
-    child = pexpect.spawn(sys.executable, ["-m", "mental_edge", "chat", "--model", str(model), "--threads", "2", *args],
+    child = pexpect.spawn(sys.executable, ["-m", "mental_edge", "chat", "--model", str(model), "--threads", "1", *args],
                           env=env, encoding="utf-8", timeout=60, dimensions=(50, 250))
     child.expect("research tool")
     child.expect_exact(PROMPT)
@@ -166,3 +166,15 @@ def test_unknown_command_lists_the_real_ones_and_risk_shows_the_crisis_notice(sm
     assert "116 123" in send(child, "Sometimes I think about ending my life.")
     assert "116 123" not in send(child, "What a lovely day for a walk.")
     quit_(child)
+
+
+def test_cli_says_how_to_get_a_model_when_the_store_is_empty_and_names_a_bad_task(smollm2_gguf):
+    from click.testing import CliRunner
+
+    from mental_edge.cli import main
+
+    result = CliRunner().invoke(main, ["chat"])
+    assert result.exit_code == 1 and "holds no model" in result.output and "mental-edge pull" in result.output
+    result = CliRunner().invoke(main, ["chat", "--model", str(smollm2_gguf), "--task", "nosuchtask"])
+    assert result.exit_code == 1 and "Error: unknown task 'nosuchtask'" in result.output
+    assert "Traceback" not in result.output
