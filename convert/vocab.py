@@ -5,7 +5,7 @@
 - byte-level BPE `tokenizer.json` (SmolLM2, HF-native GLM): tokens, merges and the pre-tokenizer name llama.cpp
   must be told (`tokenizer.ggml.pre`), found as llama.cpp's converter finds it: by hashing the ids the tokenizer
   gives on a fixed text.
-A tiktoken ranks file (GLM's remote-code layout) is meant to become one more `_load_*` function beside these.
+- GLM-4's tiktoken ranks file (remote-code layout, also named `tokenizer.model`): see vocab_tiktoken.
 Special token ids, add_bos/add_eos and the chat template come from tokenizer_config.json, config.json and
 generation_config.json, whatever the kind.
 """
@@ -24,8 +24,10 @@ import gguf
 from . import spm_proto
 from .bpe_pre_hashes import CHECK_TEXT, PRE_TOKENIZER_BY_HASH
 from .errors import ConversionError
+from .vocab_tiktoken import GLM4_PATTERN, glm_special_tokens, load_tiktoken_vocab
+from .vocab_tiktoken import PRE_TOKENIZER as GLM_PRE_TOKENIZER
 
-TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json")
+TOKENIZER_FILES = ("tokenizer.model", "spiece.model", "tokenizer.json")
 _T = gguf.TokenType
 
 
@@ -72,9 +74,11 @@ def load_vocab(folder: str | Path) -> Vocab:
     """The vocabulary of the checkpoint in `folder`, padded to config.json's vocab_size when that is larger."""
     folder = Path(folder)
     spm_file, json_file = folder / "tokenizer.model", folder / "tokenizer.json"
+    if not spm_file.is_file():
+        spm_file = folder / "spiece.model"  # T5's name
     if spm_file.is_file() and _is_tiktoken_ranks(spm_file):
-        raise ConversionError(f"{spm_file}: tiktoken ranks vocabularies (GLM remote-code layout) are not supported yet")
-    if spm_file.is_file():
+        vocab = load_tiktoken_vocab(spm_file)
+    elif spm_file.is_file():
         vocab = _load_sentencepiece(spm_file)
     elif json_file.is_file():
         vocab = _load_bpe(json_file)
@@ -82,6 +86,8 @@ def load_vocab(folder: str | Path) -> Vocab:
         raise ConversionError(f"{folder}: no tokenizer found (looked for {', '.join(TOKENIZER_FILES)})")
     _pad_to_config(vocab, folder)
     _add_special_tokens(vocab, folder)
+    if vocab.pre in (GLM_PRE_TOKENIZER, "glm4"):  # GLM-4 (the glm4 hash is glm-4-9b-hf's tokenizer.json)
+        glm_special_tokens(vocab)
     return vocab
 
 
@@ -99,6 +105,9 @@ def _load_sentencepiece(path: Path) -> Vocab:
         proto = spm_proto.parse_model(path.read_bytes())
     except ValueError as exc:
         raise ConversionError(f"{path}: not a SentencePiece model ({exc})") from None
+    if proto.model_type == spm_proto.UNIGRAM:
+        from .vocab_unigram import load_unigram
+        return load_unigram(path, proto)
     if proto.model_type != spm_proto.BPE:
         raise ConversionError(f"{path}: SentencePiece model type {proto.model_type} is not supported "
                               "(only the BPE kind LLaMA uses)")
@@ -158,7 +167,7 @@ def _load_bpe(path: Path) -> Vocab:
         else:
             tokens.append(by_id[i])
             types.append(_added_token_type(added[i]) if i in added else _T.NORMAL)
-    pre = detect_pre_tokenizer(lambda text: tokenizer.encode(text).ids, path)
+    pre = _pre_tokenizer_name(tokenizer, data, path)
     vocab = Vocab(model="gpt2", pre=pre, tokens=tokens, token_types=types,
                   merges=_merges(model.get("merges") or [], path))
     vocab.add_special.update(_added_by_post_processor(tokenizer, vocab, data))
@@ -178,6 +187,30 @@ def detect_pre_tokenizer(encode: Callable[[str], list[int]], path: Path | str = 
     if digest not in PRE_TOKENIZER_BY_HASH:
         raise ConversionError(f"{path}: pre-tokenizer not known to llama.cpp (token hash {digest})")
     return PRE_TOKENIZER_BY_HASH[digest][0]
+
+
+# pre-tokenizers recognised by their regex when the hash is unknown (a retrained or cut-down vocabulary)
+PRE_TOKENIZER_BY_REGEX = {GLM4_PATTERN: GLM_PRE_TOKENIZER}
+
+
+def _pre_tokenizer_name(tokenizer, data: dict, path: Path) -> str:
+    try:
+        return detect_pre_tokenizer(lambda text: tokenizer.encode(text).ids, path)
+    except ConversionError:
+        if (name := PRE_TOKENIZER_BY_REGEX.get(_split_regex(data.get("pre_tokenizer")))) is None:
+            raise
+        return name
+
+
+def _split_regex(pre_tokenizer: dict | None) -> str | None:
+    """The regex of the (first) Split step of a tokenizer.json pre-tokenizer."""
+    if not isinstance(pre_tokenizer, dict):
+        return None
+    if pre_tokenizer.get("type") == "Sequence":
+        return next(filter(None, map(_split_regex, pre_tokenizer.get("pretokenizers") or [])), None)
+    if pre_tokenizer.get("type") == "Split":
+        return (pre_tokenizer.get("pattern") or {}).get("Regex")
+    return None
 
 
 def _merges(merges: list, path: Path) -> list[str]:

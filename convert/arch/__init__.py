@@ -9,10 +9,12 @@ from __future__ import annotations
 from types import ModuleType
 
 from ..errors import ConversionError
-from . import llama
+from . import chatglm, llama, t5
 
 ARCHITECTURES: dict[str, ModuleType] = {
     "LlamaForCausalLM": llama,
+    "ChatGLMModel": chatglm, "ChatGLMForConditionalGeneration": chatglm, "GlmForCausalLM": chatglm,
+    "T5ForConditionalGeneration": t5,
 }
 
 
