@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from mental_edge import __version__
-from mental_edge.engine import Engine, Sampling
+from mental_edge.engine import Engine, Sampling, Seq2SeqPrompt
 from mental_edge.prompt_format import QueryFormat, form_for, query_format_for
 from mental_edge.tasks import Task
 
@@ -95,8 +95,11 @@ class Analyzer:
     def label_probabilities(self, query: str, task: Task, form: str) -> dict[str, float]:
         """P(label) from the log-likelihood of each label's answer sentence after the query."""
         candidates = [self._tokens(query, task.answer(label, form)) for label in task.labels]
-        shared = _common_prefix(candidates)
-        scores = self.engine.score(candidates[0][:shared], [c[shared:] for c in candidates])
+        if self.engine.encoder_decoder:  # the query is encoded once; each answer is the decoder's output
+            scores = self.engine.score(candidates[0].source, [c.target for c in candidates])
+        else:
+            shared = _common_prefix(candidates)
+            scores = self.engine.score(candidates[0][:shared], [c[shared:] for c in candidates])
         top = max(scores)
         weights = [math.exp(s - top) for s in scores]
         total = sum(weights)
@@ -110,7 +113,10 @@ class Analyzer:
         return TaskResult(task.name, form, label, None, explanation, answer=answer,
                           flags=[] if label is not None else ["unparsed"])
 
-    def _tokens(self, query: str, answer: str | None = None) -> list[int]:
+    def _tokens(self, query: str, answer: str | None = None) -> list[int] | Seq2SeqPrompt:
+        if self.engine.encoder_decoder:  # the answer goes to the decoder, not after the query
+            source = self.engine.tokenize_segments(self.format.segments(query), add_bos=self.format.add_bos)
+            return Seq2SeqPrompt(tuple(source), tuple(self.engine.tokenize(answer)) if answer else ())
         return self.engine.tokenize_segments(self.format.segments(query, answer), add_bos=self.format.add_bos)
 
     def _generate(self, tokens: list[int], stream) -> str:
@@ -125,11 +131,14 @@ class Analyzer:
 
     def _fit(self, post: str, task: Task, form: str) -> tuple[str | None, list[str]]:
         """Cut the middle out of a post too long for the context, leaving room for the answer."""
-        longest_answer = max(len(self._tokens("", task.answer(label, form))) for label in task.labels)
-        room = self.engine.n_ctx - longest_answer - (self.max_tokens if self.explain or self.free else 0) - 8
+        if self.engine.encoder_decoder:  # the encoder reads the query alone; answers have the decoder's room
+            room = self.engine.n_ctx
+        else:
+            longest_answer = max(len(self._tokens("", task.answer(label, form))) for label in task.labels)
+            room = self.engine.n_ctx - longest_answer - (self.max_tokens if self.explain or self.free else 0) - 8
         flags: list[str] = []
         for _ in range(4):
-            excess = len(self._tokens(task.render(post, form))) - room
+            excess = _length(self._tokens(task.render(post, form))) - room
             if excess <= 0:
                 return post, flags
             post_tokens = self.engine.tokenize(post)
@@ -140,6 +149,10 @@ class Analyzer:
             post = self.engine.detokenize(head).rstrip() + CUT_MARKER + self.engine.detokenize(tail).lstrip()
             flags = ["truncated"]
         return None, ["too long: the context cannot hold the question and an answer"]
+
+
+def _length(tokens: list[int] | Seq2SeqPrompt) -> int:
+    return len(tokens.source) if isinstance(tokens, Seq2SeqPrompt) else len(tokens)
 
 
 def _common_prefix(token_lists: Sequence[Sequence[int]]) -> int:

@@ -167,8 +167,7 @@ def plan(ckpt: Checkpoint, outtype: str) -> list[OutTensor]:
     embd_type = outtypes.tensor_type(shape, outtype)
     out = [OutTensor("token_embd.weight", shape, embd_type, _producer(embedding, embd_type))]
     if hp.tied:
-        scale = hp.n_embd ** -0.5
-        out.append(OutTensor("output.weight", shape, embd_type, _producer(embedding, embd_type, scale)))
+        out.append(OutTensor("output.weight", shape, embd_type, _producer(embedding, embd_type, output_scale(hp))))
     for tensor in sorted(kept, key=lambda t: _order_key(t.name)):
         gguf_name = names.get_name(tensor.name, try_suffixes=(".weight", ".bias"))
         if gguf_name is None:
@@ -177,6 +176,11 @@ def plan(ckpt: Checkpoint, outtype: str) -> list[OutTensor]:
         qtype = outtypes.tensor_type(tensor.shape, outtype, keep_f32="relative_attention_bias" in tensor.name)
         out.append(OutTensor(gguf_name, tuple(tensor.shape), qtype, _producer(tensor, qtype)))
     return out
+
+
+def output_scale(hp: Hparams) -> float:
+    """What Hugging Face multiplies the decoder output by before a tied LM head."""
+    return hp.n_embd ** -0.5
 
 
 def _producer(tensor: LazyTensor, qtype, scale: float | None = None):

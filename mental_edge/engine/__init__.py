@@ -4,19 +4,46 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mental_edge.engine.base import Engine, Generation, ModelInfo, Sampling, Segment
+from mental_edge.engine.base import Engine, Generation, ModelInfo, Sampling, Segment, Seq2SeqPrompt
 from mental_edge.errors import MentalEdgeError
 
-__all__ = ["Engine", "Generation", "ModelInfo", "Sampling", "Segment", "load_engine"]
+__all__ = ["Engine", "Generation", "ModelInfo", "Sampling", "Segment", "Seq2SeqPrompt", "load_engine"]
 
 
 def load_engine(path: str | Path, *, n_ctx=None, threads=None, gpu_layers=None, name=None) -> Engine:
-    """Open a model file: a GGUF file runs on llama.cpp."""
+    """Open a model: a GGUF file runs on llama.cpp (T5 through its encoder-decoder path), a CTranslate2 model
+    folder (MentalBART) on CTranslate2."""
     path = Path(path)
+    if path.is_file() and gguf_architecture(path) in ENCODER_DECODER_ARCHS:
+        from mental_edge.engine.llama_t5 import LlamaT5Engine
+
+        return LlamaT5Engine(path, n_ctx=n_ctx, threads=threads, gpu_layers=gpu_layers, name=name)
     if path.is_file():
         from mental_edge.engine.llama import LlamaEngine
 
         return LlamaEngine(path, n_ctx=n_ctx, threads=threads, gpu_layers=gpu_layers, name=name)
+    if path.is_dir() and (path / "model.bin").is_file():
+        from mental_edge.engine.ctranslate2 import CT2Engine
+
+        return CT2Engine(path, n_ctx=n_ctx, threads=threads, gpu_layers=gpu_layers, name=name)
     if path.is_dir():
         raise MentalEdgeError(f"{path}: a folder is not a model this installation can run (expected a .gguf file)")
     raise MentalEdgeError(f"{path}: no such model file")
+
+
+ENCODER_DECODER_ARCHS = ("t5",)
+
+
+def gguf_architecture(path: Path) -> str | None:
+    """general.architecture, read from the header (the writer puts it first); None when it is not there."""
+    import struct
+
+    with open(path, "rb") as fh:
+        head = fh.read(24)
+        if len(head) < 24 or head[:4] != b"GGUF":
+            return None
+        (key_len,) = struct.unpack("<Q", fh.read(8) or b"\0" * 8)
+        if key_len != len(b"general.architecture") or fh.read(key_len) != b"general.architecture":
+            return None
+        value_type, value_len = struct.unpack("<IQ", fh.read(12))
+        return fh.read(value_len).decode("utf-8", "replace") if value_type == 8 else None

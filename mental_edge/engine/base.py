@@ -69,6 +69,15 @@ class ModelInfo:
         return digest.hexdigest()
 
 
+@dataclass(frozen=True)
+class Seq2SeqPrompt:
+    """A prompt for an encoder-decoder engine: what the encoder reads, and the start of the answer that the
+    decoder reads before it generates (an explanation is generated after its label's answer sentence)."""
+
+    source: tuple[int, ...]
+    target: tuple[int, ...] = ()
+
+
 class Generation:
     """An iterator of text pieces that also tells, once exhausted or closed, why it stopped."""
 
@@ -97,6 +106,7 @@ class Engine(ABC):
     info: ModelInfo
     n_ctx: int
     settings: dict  # threads, gpu layers, batch size...: recorded with results, since outputs can depend on them
+    encoder_decoder: bool = False  # prompts go to an encoder, answers to a decoder (T5, BART)
 
     @abstractmethod
     def tokenize(self, text: str, *, add_bos: bool = False, special: bool = False) -> list[int]: ...

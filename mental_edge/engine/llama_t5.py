@@ -1,0 +1,218 @@
+"""The llama.cpp backend for encoder-decoder GGUF models (T5, MentalT5), through llama-cpp-python's low-level API.
+
+llama-cpp-python's high-level `Llama` never runs the encoder. Here a request is: the prompt goes through
+`llama_encode` (its output stays in the context for the decoder's cross-attention), then the decoder starts
+from the model's decoder start token, its cache cleared first. `prompt` means encoder input throughout this
+engine and a continuation means decoder tokens: `score` gives log P(decoder tokens | encoder input), and
+`generate` takes an optional `Seq2SeqPrompt` whose target the decoder reads before generating.
+
+Continuations are scored side by side as separate decoder sequences: every encoder token carries all the
+sequence ids, so each decoder sequence attends to the one encoder output.
+"""
+
+from __future__ import annotations
+
+import codecs
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import llama_cpp
+import numpy as np
+from llama_cpp import _internals
+
+from mental_edge.engine.base import Generation, ModelInfo, Sampling, Segment, Seq2SeqPrompt
+from mental_edge.engine.llama import (
+    FILE_TYPES, ContextOverflow, LlamaEngine, _cut_at_stop, _log_softmax, check_gguf, default_gpu_layers,
+    default_threads,
+)
+from mental_edge.errors import MentalEdgeError
+
+SCORE_SEQS = 8  # decoder sequences scored in one batch
+
+
+class LlamaT5Engine(LlamaEngine):
+    """Tokens, pieces and sampling as in `LlamaEngine`; evaluation through the encoder and a fresh decoder."""
+
+    encoder_decoder = True
+
+    def __init__(self, path: str | Path, *, n_ctx: int | None = None, threads: int | None = None,
+                 gpu_layers: int | None = None, name: str | None = None):
+        path = Path(path)
+        check_gguf(path)
+        threads = threads or default_threads()
+        gpu_layers = default_gpu_layers() if gpu_layers is None else gpu_layers
+        self._model = self._load_model(path, gpu_layers)
+        if not llama_cpp.llama_model_has_encoder(self._model.model):
+            raise MentalEdgeError(f"{path}: this model has no encoder (open it with the decoder-only engine)")
+        n_ctx_train = self._model.n_ctx_train()
+        self.n_ctx = n_ctx or n_ctx_train  # the encoder's input limit and the decoder's length limit
+        self.n_batch = self.n_ctx  # llama_encode takes the whole input in one micro-batch
+        self._ctx = self._context(threads)
+        self._batch = _internals.LlamaBatch(n_tokens=self.n_batch, embd=0, n_seq_max=SCORE_SEQS, verbose=False)
+        self._n_vocab = self._model.n_vocab()
+        self._start = llama_cpp.llama_model_decoder_start_token(self._model.model)
+        self._encoded: list[int] | None = None  # the encoder input whose output the context holds
+        self._control_re = None
+        self.info = _model_info(path, name, self._model, n_ctx_train)
+        self.settings = {"n_ctx": self.n_ctx, "threads": threads, "gpu_layers": gpu_layers}
+
+    def _context(self, threads: int):
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = self.n_ctx
+        params.n_batch = params.n_ubatch = self.n_batch
+        params.n_threads = params.n_threads_batch = threads
+        params.n_seq_max = SCORE_SEQS
+        params.kv_unified = True
+        return _internals.LlamaContext(model=self._model, params=params, verbose=False)
+
+    # -- tokens ---------------------------------------------------------------------------------
+
+    def tokenize_segments(self, segments: Sequence[Segment], *, add_bos: bool) -> list[int]:
+        """As the decoder-only engine; `add_bos` asks for the model's own additions, which for T5 is a
+        trailing `</s>` (add_eos in the file) and no BOS."""
+        tokens = super().tokenize_segments(segments, add_bos=False)
+        eos = self._model.token_eos()
+        if add_bos and self._model.add_eos_token() and eos >= 0 and tokens[-1:] != [eos]:
+            tokens.append(eos)
+        return tokens
+
+    # -- evaluation -----------------------------------------------------------------------------
+
+    def _encode(self, source: Sequence[int]) -> None:
+        """Run the encoder on `source` for every decoder sequence, unless the context holds it already."""
+        if not source:
+            raise MentalEdgeError("empty prompt: nothing to encode")
+        if len(source) > self.n_ctx:
+            raise ContextOverflow(f"the prompt has {len(source)} tokens; the encoder reads at most {self.n_ctx}")
+        if self._encoded == list(source):
+            return
+        self._encoded = None
+        self._ctx.kv_cache_clear()  # llama.cpp checks the batch's positions against the decoder's cache
+        batch = self._batch.batch
+        for i, tok in enumerate(source):
+            batch.token[i], batch.pos[i], batch.logits[i] = tok, i, True  # the encoder outputs every token
+            batch.n_seq_id[i] = SCORE_SEQS
+            for s in range(SCORE_SEQS):
+                batch.seq_id[i][s] = s
+        batch.n_tokens = len(source)
+        self._call(self._ctx.encode)
+        self._encoded = list(source)
+
+    def _call(self, step) -> None:
+        try:
+            step(self._batch)
+        except RuntimeError as exc:
+            self._encoded = None
+            self._ctx.kv_cache_clear()
+            raise MentalEdgeError(f"llama.cpp could not evaluate the batch ({exc})") from None
+
+    def _decode_parts(self, parts: list[tuple[int, list[int]]], logits: str) -> list[int]:
+        """Feed each (sequence, decoder tokens from position 0) on a cleared cache; returns each part's first
+        batch index. logits: "all", or "last" for the last token only."""
+        self._ctx.kv_cache_clear()
+        batch = self._batch.batch
+        n, firsts = 0, []
+        for seq, toks in parts:
+            firsts.append(n)
+            for j, tok in enumerate(toks):
+                batch.token[n], batch.pos[n], batch.n_seq_id[n] = tok, j, 1
+                batch.seq_id[n][0] = seq
+                batch.logits[n] = logits == "all"
+                n += 1
+        batch.logits[n - 1] = True
+        batch.n_tokens = n
+        self._call(self._ctx.decode)
+        return firsts
+
+    def score(self, prompt: Sequence[int], continuations: Sequence[Sequence[int]]) -> list[float]:
+        """log P(continuation as decoder output | prompt as encoder input), the decoder started from its
+        start token; an empty continuation scores 0."""
+        longest = max((len(c) for c in continuations), default=0)
+        if longest + 1 > self.n_ctx:
+            raise ContextOverflow(f"an answer of {longest} tokens does not fit the decoder's {self.n_ctx}")
+        self._encode(prompt)
+        scores = [0.0] * len(continuations)
+        for group in self._groups(continuations):
+            parts = [(k, [self._start, *continuations[i][:-1]]) for k, i in enumerate(group)]
+            firsts = self._decode_parts(parts, logits="all")
+            for i, first in zip(group, firsts):
+                cont = continuations[i]
+                rows = _log_softmax(np.stack([self._logits(first + j) for j in range(len(cont))]))
+                scores[i] = float(rows[np.arange(len(cont)), list(cont)].sum())
+        return scores
+
+    def _groups(self, continuations) -> Iterator[list[int]]:
+        group, size = [], 0
+        for i, cont in enumerate(continuations):
+            if not cont:
+                continue
+            if group and (size + len(cont) > self.n_batch or len(group) == SCORE_SEQS):
+                yield group
+                group, size = [], 0
+            group.append(i)
+            size += len(cont)
+        if group:
+            yield group
+
+    # -- generation -----------------------------------------------------------------------------
+
+    def generate(self, prompt, *, max_tokens, sampling=Sampling(), stop=()) -> Generation:
+        """`prompt`: encoder tokens, or a Seq2SeqPrompt whose target the decoder continues."""
+        source, target = (prompt.source, prompt.target) if isinstance(prompt, Seq2SeqPrompt) else (prompt, ())
+        gen = Generation(iter(()))
+        gen._pieces = self._stream(list(source), list(target), max_tokens, sampling, tuple(stop), gen)
+        return gen
+
+    def _stream(self, source, target, max_tokens, sampling, stop, gen: Generation) -> Iterator[str]:
+        gen.prompt_tokens = len(source)
+        self._encode(source)
+        decoded = [self._start, *target]
+        if len(decoded) >= self.n_ctx:
+            raise ContextOverflow(f"the answer start has {len(target)} tokens; the decoder holds {self.n_ctx}")
+        self._decode_parts([(0, decoded)], logits="last")
+        sampler = self._sampler(sampling)
+        utf8 = codecs.getincrementaldecoder("utf-8")("replace")
+        held = ""
+        gen.finish_reason = "length"
+        try:
+            for _ in range(max_tokens):
+                if len(decoded) >= self.n_ctx:
+                    gen.finish_reason = "context"
+                    break
+                token = sampler.sample(self._ctx, -1)
+                if self.is_end(token):
+                    gen.finish_reason = "stop"
+                    break
+                self._append(token, len(decoded))
+                decoded.append(token)
+                gen.generated_tokens += 1
+                held += utf8.decode(self._piece(token))
+                out, held, stopped = _cut_at_stop(held, stop)
+                if out:
+                    yield out
+                if stopped:
+                    gen.finish_reason = "stop"
+                    return
+            held += utf8.decode(b"", final=True)
+            if held:
+                yield held
+        finally:
+            sampler.close()
+
+    def _append(self, token: int, position: int) -> None:
+        batch = self._batch.batch
+        batch.token[0], batch.pos[0], batch.n_seq_id[0], batch.logits[0] = token, position, 1, True
+        batch.seq_id[0][0] = 0
+        batch.n_tokens = 1
+        self._call(self._ctx.decode)
+
+
+def _model_info(path: Path, name: str | None, model, n_ctx_train: int) -> ModelInfo:
+    meta = model.metadata()
+    return ModelInfo(
+        path=path, name=name or meta.get("general.name") or path.stem,
+        architecture=meta.get("general.architecture", "unknown"),
+        quantization=FILE_TYPES.get(int(meta.get("general.file_type", -1)), "unknown"),
+        n_ctx_train=n_ctx_train, n_params=model.n_params(), chat_template=meta.get("tokenizer.chat_template"),
+        add_bos=False, engine=f"llama.cpp (llama-cpp-python {llama_cpp.__version__})", metadata=meta,
+    )
