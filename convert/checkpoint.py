@@ -29,7 +29,9 @@ FLOAT_DTYPES = ("F32", "F16", "BF16")
 
 def bf16_to_f32(bits: np.ndarray) -> np.ndarray:
     """bfloat16 values stored as uint16 -> float32 (exact: bf16 is the top half of an f32)."""
-    return (bits.astype(np.uint32) << 16).view(np.float32)
+    wide = bits.astype(np.uint32)
+    wide <<= 16  # in place: one float32-sized buffer, not two
+    return wide.view(np.float32)
 
 
 @dataclass

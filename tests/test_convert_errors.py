@@ -76,7 +76,7 @@ def make_missing_tensor(tmp_path):
 
 def make_unknown_architecture(tmp_path):
     folder = write_safetensors(tmp_path / "m", state_dict(), config=_bad_config(architectures=["GPTNeoXForCausalLM"]))
-    return folder, "architecture GPTNeoXForCausalLM is not supported; supported: LlamaForCausalLM"
+    return folder, "config.json: architecture GPTNeoXForCausalLM is not supported; supported: "
 
 
 def make_missing_tokenizer(tmp_path):
@@ -103,6 +103,14 @@ def test_bad_checkpoint_gives_one_line_naming_the_file(tmp_path, make):
     assert expected in str(err.value) and "\n" not in str(err.value)
     assert expected in _cli_error("convert", folder, "-o", out)
     assert sorted(os.listdir(tmp_path)) == ["m"]  # nothing written, not even a temporary file
+
+
+def test_an_unknown_architecture_lists_every_supported_one(tmp_path):
+    from mental_edge.convert import ARCHITECTURES
+
+    folder, _ = make_unknown_architecture(tmp_path)
+    line = _cli_error("convert", folder, "-o", tmp_path / "x.gguf")
+    assert "LlamaForCausalLM" in line and all(name in line for name in ARCHITECTURES)
 
 
 def test_unknown_types_are_refused_before_any_work(tmp_path):
@@ -143,4 +151,18 @@ def test_an_interrupted_conversion_with_quant_leaves_no_intermediate(tmp_path, s
 
     with pytest.raises(KeyboardInterrupt):
         convert_checkpoint(smollm2_hf_checkpoint, tmp_path / "model.gguf", quant="Q8_0", progress=progress)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_source_that_is_neither_a_folder_nor_a_hub_id(tmp_path):
+    assert "no such checkpoint folder" in _cli_error("convert", tmp_path / "nowhere", "-o", tmp_path / "x.gguf")
+    (tmp_path / "file.bin").write_bytes(b"x")
+    assert "file.bin: no such checkpoint folder" in _cli_error("convert", tmp_path / "file.bin", "-o",
+                                                               tmp_path / "x.gguf")
+
+
+def test_a_hub_id_offline_gives_one_line(tmp_path):
+    # HF_HUB_OFFLINE=1 is set for every test (conftest): the hub is never reached
+    line = _cli_error("convert", "no-such-org/no-such-model", "-o", tmp_path / "x.gguf")
+    assert "no-such-org/no-such-model" in line
     assert list(tmp_path.iterdir()) == []

@@ -62,9 +62,8 @@ def add_metadata(writer: gguf.GGUFWriter, config: dict) -> None:
     writer.add_head_count_kv(hp.n_head_kv)
     writer.add_layer_norm_rms_eps(hp.eps)
     writer.add_rope_dimension_count(hp.head_dim)
-    if hp.head_dim * hp.n_head != hp.n_embd:
-        writer.add_key_length(hp.head_dim)
-        writer.add_value_length(hp.head_dim)
+    writer.add_key_length(hp.head_dim)  # as llama.cpp's converter writes them
+    writer.add_value_length(hp.head_dim)
     if hp.rope_theta is not None:
         writer.add_rope_freq_base(float(hp.rope_theta))
     _add_rope_scaling(writer, config)

@@ -16,6 +16,8 @@ def _checkpoint(src: str, revision: str | None) -> tuple[Path, str | None, str |
     """(folder, hub repo id, revision): a local folder as is, anything else downloaded from the hub."""
     if Path(src).is_dir():
         return Path(src), None, revision
+    if Path(src).exists() or src.startswith((".", "/", "~")) or src.count("/") != 1:
+        raise MentalEdgeError(f"{src}: no such checkpoint folder (and not a hub id such as klyang/MentaLLaMA-chat-7B)")
     from mental_edge import hub
 
     folder = hub.download_checkpoint(src, revision)
@@ -37,7 +39,7 @@ def convert(src, output, outtype, quant, revision):
     folder, repo, revision = _checkpoint(src, revision)
     try:
         path = convert_checkpoint(folder, output, outtype=outtype, quant=quant, source=repo, revision=revision,
-                                  progress=_progress)
+                                  progress=_progress, on_quantized=_report_fallbacks)
     except ConversionError as exc:
         raise MentalEdgeError(str(exc)) from None
     click.echo(str(path))
@@ -56,8 +58,11 @@ def quantize(src, output, type_name):
         result = run_quantize(src, output, type_name, progress=_progress)
     except ConversionError as exc:
         raise MentalEdgeError(str(exc)) from None
-    if result.fallbacks:
-        pairs = sorted({f"{want}->{used}" for want, used in result.fallbacks.values()})
-        click.echo(f"{len(result.fallbacks)} tensor(s) have rows that do not fit {', '.join(pairs)}: "
-                   "they use the fallback type", err=True)
+    _report_fallbacks(result)
     click.echo(str(result.path))
+
+
+def _report_fallbacks(result) -> None:
+    """Say which tensors llama.cpp gave another type (rows that are not whole blocks of the asked one)."""
+    if report := result.fallback_report():
+        click.echo(report, err=True)
