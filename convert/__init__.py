@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import gguf
@@ -30,12 +31,13 @@ def source_url(source: str) -> str:
 
 def convert_checkpoint(src_dir: str | os.PathLike, out_path: str | os.PathLike, outtype: str = "f16",
                        quant: str | None = None, source: str | None = None, revision: str | None = None,
-                       progress: Progress | None = None) -> Path:
+                       progress: Progress | None = None, on_quantized: Callable | None = None) -> Path:
     """Convert the checkpoint in `src_dir` to the GGUF file `out_path` and return its path.
 
     `outtype` is f32, f16, bf16 or q8_0. With `quant` (a llama.cpp file type such as Q4_K_M) the
     checkpoint is first written as `outtype` to a temporary file, quantized, and the temporary removed.
-    `source` (hub repo id or URL) and `revision` are recorded in the file's metadata.
+    `source` (hub repo id or URL) and `revision` are recorded in the file's metadata. `on_quantized` receives
+    the quantization's `QuantizeResult` (which tensors fell back to another type).
     """
     outtype = outtypes.check_outtype(outtype)
     out = Path(out_path)
@@ -66,6 +68,9 @@ def convert_checkpoint(src_dir: str | os.PathLike, out_path: str | os.PathLike, 
     intermediate = temp_path(out, suffix=f".{outtype}.gguf")
     try:
         write_gguf(intermediate, arch.GGUF_ARCH, add_metadata, tensors, progress)
-        return quantize(intermediate, out, quant, progress=progress).path
+        result = quantize(intermediate, out, quant, progress=progress)
+        if on_quantized is not None:
+            on_quantized(result)
+        return result.path
     finally:
         intermediate.unlink(missing_ok=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import os
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from .gguf_out import Progress, publish, temp_path
 _PROGRESS = re.compile(r"\[\s*(\d+)/\s*(\d+)\]\s+(\S+)")
 _FALLBACK = re.compile(r"warning: (\S+)\s+- ncols .*?\(required for type\s+(\S+)\).*?-> falling back to\s+(\S+)")
 _FAILED = re.compile(r"failed to quantize: (.*)")
+_LAYER = re.compile(r"^blk\.\d+\.")
 
 
 def file_types() -> dict[str, int]:
@@ -47,6 +49,27 @@ class QuantizeResult:
     path: Path
     type_name: str
     fallbacks: dict[str, tuple[str, str]] = field(default_factory=dict)  # tensor -> (wanted type, used type)
+
+    def fallback_report(self) -> str | None:
+        """One line naming the tensors that got another type because their rows are not whole blocks of the
+        wanted one, layers folded together: "blk.*.ffn_down.weight (40 tensors: q4_K->q5_0 x20, q6_K->q8_0 x20)"
+        (GLM-4's feed-forward width 13696 is not a multiple of the K-quants' 256)."""
+        if not self.fallbacks:
+            return None
+        groups: dict[str, dict[str, str]] = {}
+        for tensor, (wanted, used) in self.fallbacks.items():
+            groups.setdefault(_LAYER.sub("blk.*.", tensor), {})[tensor] = f"{wanted}->{used}"
+        parts = []
+        for name, members in sorted(groups.items()):
+            if len(members) == 1:
+                (tensor, kind), = members.items()
+                parts.append(f"{tensor} ({kind})")
+                continue
+            kinds = Counter(members.values())
+            parts.append(f"{name} ({len(members)} tensors: "
+                         f"{', '.join(f'{kind} x{count}' for kind, count in sorted(kinds.items()))})")
+        return (f"{len(self.fallbacks)} tensor(s) have rows that do not fit {self.type_name} blocks and use "
+                f"another type: {'; '.join(parts)}")
 
 
 class _LogCapture:

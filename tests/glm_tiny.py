@@ -124,11 +124,12 @@ def native_state_dict(config, seed: int = 0) -> dict[str, torch.Tensor]:
     """GlmForCausalLM's weights, random; embeddings small as GLM's are; bf16-exact values."""
     from transformers import GlmForCausalLM
 
-    torch.manual_seed(seed)
-    model = GlmForCausalLM(config)
-    g = torch.Generator().manual_seed(seed + 1)
+    with torch.device("meta"):  # names and shapes only
+        shapes = {name: t.shape for name, t in GlmForCausalLM(config).state_dict().items()}
+    g = torch.Generator().manual_seed(seed)
     sd = {}
-    for name, t in model.state_dict().items():
+    for name, shape in shapes.items():
+        t = torch.empty(shape, device="meta")
         if name.endswith("norm.weight"):
             value = 1 + 0.3 * torch.randn(t.shape, generator=g)
         elif name.endswith(".bias"):

@@ -72,7 +72,7 @@ def analyze(text, input_path, task_names, output, no_explain, resume, limit, tex
         summary = run_analysis(
             analyzer, rows, tasks, taskset=taskset if imhi else None,
             done=writer.done if writer else set(), write=writer.write if writer else _print_record,
-            limit=limit, on_row=bar.update if bar else None,
+            limit=limit, on_row=bar.update if bar is not None else None,
         )
     if writer:
         click.echo(f"{summary.records} records written to {output} ({summary.flagged} flagged, "
