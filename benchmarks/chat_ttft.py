@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import statistics
 import time
 from pathlib import Path
 
@@ -27,41 +28,62 @@ def smollm2() -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-def timed_turn(engine, fmt, messages, max_tokens):
-    tokens = fmt.tokens(engine, messages)
+def time_to_first_token(engine, tokens, stop=()) -> tuple[float, object]:
     start = time.perf_counter()
-    gen = engine.generate(tokens, max_tokens=max_tokens, sampling=Sampling(), stop=fmt.stop)
-    first = next(gen, "")
-    ttft = time.perf_counter() - start
-    answer = first + gen.text()
-    return ttft, gen, answer
+    gen = engine.generate(tokens, max_tokens=1, sampling=Sampling(), stop=stop)
+    gen.text()
+    return time.perf_counter() - start, gen
+
+
+def prime(engine, tokens) -> None:
+    """Leave exactly `tokens` in the cache (an empty list: a prompt sharing nothing, so the cache is dropped)."""
+    engine.generate(tokens or engine.tokenize("x"), max_tokens=0).text()
+
+
+def repeated(engine, tokens, cached, repeats, stop) -> tuple[float, float, object]:
+    """Median and best time to first token over `repeats` runs, each from the same cache state."""
+    times = []
+    for _ in range(repeats):
+        prime(engine, cached)
+        elapsed, gen = time_to_first_token(engine, tokens, stop)
+        times.append(elapsed)
+    return statistics.median(times), min(times), gen
+
+
+def converse(engine, fmt, max_tokens) -> list[tuple[list[int], int]]:
+    """Ten turns of a conversation: each turn's prompt tokens and how many were reused from the cache."""
+    messages = [Message("system", "You are a friendly, concise assistant.")]
+    turns = []
+    for question in QUESTIONS:
+        messages.append(Message("user", question))
+        tokens = fmt.tokens(engine, messages)
+        gen = engine.generate(tokens, max_tokens=max_tokens, sampling=Sampling(), stop=fmt.stop)
+        messages.append(Message("assistant", gen.text().strip()))
+        turns.append((tokens, gen.reused_tokens))
+    return turns
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None)
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--max-tokens", type=int, default=64, help="answer length of each turn")
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     engine = load_engine(args.model or smollm2(), n_ctx=4096, threads=args.threads)
     fmt = chat_format_for(engine)
-    messages = [Message("system", "You are a friendly, concise assistant.")]
-    results = []
-    for i, question in enumerate(QUESTIONS, 1):
-        messages.append(Message("user", question))
-        ttft, gen, answer = timed_turn(engine, fmt, messages, args.max_tokens)
-        messages.append(Message("assistant", answer.strip()))
-        results.append((ttft, gen))
-        print(f"turn {i:2d}: prompt {gen.prompt_tokens:5d} tokens, reused {gen.reused_tokens:5d}, "
-              f"read {gen.prompt_tokens - gen.reused_tokens:4d}, time to first token {ttft * 1000:7.1f} ms")
-    engine.generate(engine.tokenize("x"), max_tokens=1).text()  # a prompt sharing nothing: the cache is dropped
-    cold, cold_gen, _ = timed_turn(engine, fmt, messages[:-1], args.max_tokens)
-    (t1, g1), (t10, g10) = results[0], results[9]
-    print(f"\nturn 1: {t1 * 1000:.1f} ms ({g1.prompt_tokens} prompt tokens, {g1.reused_tokens} reused)")
-    print(f"turn 10: {t10 * 1000:.1f} ms ({g10.prompt_tokens} prompt tokens, {g10.reused_tokens} reused)")
-    print(f"turn 10 / turn 1: {t10 / t1:.2f}")
-    print(f"turn 10 with a cold cache: {cold * 1000:.1f} ms ({cold_gen.reused_tokens} reused): "
-          f"{cold / t10:.1f}x the warm turn 10")
+    turns = converse(engine, fmt, args.max_tokens)
+    for i, (tokens, reused) in enumerate(turns, 1):
+        print(f"turn {i:2d}: prompt {len(tokens):4d} tokens, {reused:4d} reused from the cache, {len(tokens) - reused:3d} read")
+    (first, _), (tenth, reused10) = turns[0], turns[9]
+    t1, b1, _ = repeated(engine, first, [], args.repeats, fmt.stop)
+    t10, b10, g10 = repeated(engine, tenth, tenth[:reused10], args.repeats, fmt.stop)
+    cold, bcold, _ = repeated(engine, tenth, [], max(1, args.repeats // 2), fmt.stop)
+    print(f"\ntime to first token (median / best of {args.repeats}), {engine.settings['threads']} threads:")
+    print(f"turn 1:  {t1 * 1000:7.1f} / {b1 * 1000:7.1f} ms  ({len(first)} prompt tokens, none cached)")
+    print(f"turn 10: {t10 * 1000:7.1f} / {b10 * 1000:7.1f} ms  ({len(tenth)} prompt tokens, {g10.reused_tokens} reused)")
+    print(f"turn 10 / turn 1: {t10 / t1:.2f} (median), {b10 / b1:.2f} (best)")
+    print(f"turn 10 without the cache: {cold * 1000:.1f} / {bcold * 1000:.1f} ms, {cold / t10:.1f}x the reused turn 10")
     engine.close()
 
 

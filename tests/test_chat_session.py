@@ -128,14 +128,17 @@ def test_save_writes_an_owner_only_transcript_that_load_restores(smollm2_gguf, t
     child.sendline("first line")
     child.sendline('second line"""')
     child.expect_exact(PROMPT)
+    child.send("\x1b[200~pasted one\npasted two\x1b[201~")  # a terminal's bracketed paste, then Enter
+    send(child, "")
     path = tmp_path / "talk.json"
     assert "readable by you only" in send(child, f"/save {path}")
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     data = json.loads(path.read_text())
     assert data["system"] == "You answer in one word."
     assert data["messages"][0] == {"role": "user", "content": "first line\nsecond line"}
+    assert data["messages"][2] == {"role": "user", "content": "pasted one\npasted two"}
     assert send(child, "/reset").startswith("conversation cleared")
-    assert "loaded 2 messages" in send(child, f"/load {path}")
+    assert "loaded 4 messages" in send(child, f"/load {path}")
     path.write_text('{"format": "mental-edge-chat-transcript/1", "messages": [{"role": "root"}]}')
     assert "messages[0] needs a role" in send(child, f"/load {path}")
     quit_(child)
