@@ -322,3 +322,26 @@ def test_glm_ffn_13696_quantizes_to_q4_k_m_and_analyzes_a_chinese_post(wide_ffn_
     assert record["task"] == "suicide-risk" and record["label"] in ("低自杀风险", "高自杀风险")
     assert sum(record["probabilities"].values()) == pytest.approx(1.0, abs=1e-6)
     assert post not in result.output  # nothing of the post echoed by default
+
+
+# --- pull with the short names ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("short, repo_id", [("mentalglm", "zwzzz/MentalGLM"), ("mentalglm-chat", "zwzzz/MentalGLM-chat")])
+def test_glm_pull_short_names_convert_the_remote_code_layout(short, repo_id, checkpoints, monkeypatch):
+    """`pull mentalglm(-chat)` against a stand-in hub holding the tiny remote-code checkpoint: the ranks file
+    and configs are fetched, the checkpoint's Python files are not, and the model lands as chatglm Q4_K_M."""
+    from hub_standin import FakeRepo, HubStandIn
+    from test_pull import go_online, run
+
+    from mental_edge import store
+
+    files = {p.name: p.read_bytes() for p in checkpoints["remote"].iterdir() if p.name != glm_tiny.MARKER}
+    with HubStandIn({repo_id: FakeRepo(files)}) as server:
+        go_online(monkeypatch, server.url)
+        result = run("pull", short)
+    assert result.exit_code == 0, result.output
+    assert server.served(repo_id) == {"config.json", "model.safetensors", "tokenizer.model", "tokenizer_config.json"}
+    entry = store.find_model(short)
+    assert (entry.name, entry.architecture, entry.quant) == (f"{short}-q4_k_m", "chatglm", "Q4_K_M")
+    meta = fields(store.resolve_model(short))
+    assert (meta["tokenizer.ggml.pre"], meta["general.source.url"]) == ("chatglm-bpe", f"https://huggingface.co/{repo_id}")
