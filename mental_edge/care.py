@@ -17,7 +17,7 @@ from mental_edge.errors import MentalEdgeError
 OPENING = (
     "mental-edge chat is a research tool. What the model says is not a diagnosis and not advice, and it can be wrong.\n"
     "If you are struggling, talk to someone you trust or a professional; if you are in danger now, call your local\n"
-    "emergency number. /help lists the commands; nothing is logged unless you /save it."
+    "emergency number."
 )
 
 INTERNATIONAL = ("If you are in immediate danger, call your local emergency number. "

@@ -238,6 +238,12 @@ class Session:
 
     # -- commands -------------------------------------------------------------------------------
 
+    def storage_line(self) -> str:
+        if self.history_file:
+            return (f"/help lists the commands. What you type is kept in {self.history_file} for recall "
+                    "(--no-history to keep none); nothing else is written unless you /save.")
+        return "/help lists the commands. Nothing is written to disk unless you /save."
+
     def cmd_help(self, arg: str) -> None:
         where = self.history_file if self.history_file else "memory only (--no-history): nothing is written"
         self.echo(HELP.format(history=where))
@@ -344,6 +350,7 @@ def read_transcript(path: Path) -> dict:
 def run_session(session: Session, reader: LineReader) -> None:
     """The read-answer loop, until Ctrl-D or /quit."""
     session.notice(care.OPENING)
+    session.echo(session.storage_line())
     while True:
         try:
             text = reader.read()
