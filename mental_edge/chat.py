@@ -9,7 +9,6 @@ in the conversation. Nothing is written to disk except the input history (unless
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path

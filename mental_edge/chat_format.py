@@ -123,7 +123,8 @@ class Llama2Format(ChatFormat):
             if m.role == "user":
                 out.append(Segment(f"{self.bos_token}[INST] ", special=True))
                 if system is not None:
-                    out += [Segment("<<SYS>>\n", special=True), Segment(system), Segment("\n<</SYS>>\n\n", special=True)]
+                    out += [Segment("<<SYS>>\n", special=True), Segment(system),
+                            Segment("\n<</SYS>>\n\n", special=True)]
                     system = None
                 out += [Segment(text), Segment(" [/INST]", special=True)]
             elif m.role == "assistant":

@@ -80,7 +80,8 @@ def test_transcripts_are_checked_field_by_field(tmp_path):
     path = tmp_path / "t.json"
     for content, message in [("{", "not a JSON transcript"), ("[]", "field 'format'"),
                              (json.dumps({"format": TRANSCRIPT_FORMAT, "messages": {}}), "field 'messages'"),
-                             (json.dumps({"format": TRANSCRIPT_FORMAT, "system": 3, "messages": []}), "field 'system'")]:
+                             (json.dumps({"format": TRANSCRIPT_FORMAT, "system": 3, "messages": []}),
+                              "field 'system'")]:
         path.write_text(content)
         with pytest.raises(MentalEdgeError, match=message):
             read_transcript(path)
