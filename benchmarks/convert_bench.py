@@ -11,6 +11,7 @@ never copied into this repository). Pass --llama-cpp DIR (the sdist's vendor/lla
 `pip download` the sdist into --cache.
 
     python benchmarks/convert_bench.py --shape small      # TinyLlama-1.1B shapes, a few minutes
+    python benchmarks/convert_bench.py --shape 7b-slice   # 7B widths, 2 layers: the 7B's peak memory, quickly
     python benchmarks/convert_bench.py --shape 7b         # LLaMA-2-7B shapes: ~13 GB per file, ~40 GB of disk
 """
 
@@ -35,6 +36,10 @@ SPM_VOCAB = REPO.parent / "shared" / "fixtures" / "vocab" / "ggml-vocab-llama-sp
 SHAPES = {
     "7b": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
                num_key_value_heads=32, max_position_embeddings=4096),
+    # LLaMA-2-7B widths with 2 of its 32 layers: memory peaks per tensor (the 32000 x 4096 embedding is the
+    # largest), so this shows the full 7B's peak RSS in a fraction of the time and disk
+    "7b-slice": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=2, num_attention_heads=32,
+                     num_key_value_heads=32, max_position_embeddings=4096),
     "small": dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22, num_attention_heads=32,
                   num_key_value_heads=4, max_position_embeddings=2048),
     "tiny": dict(hidden_size=512, intermediate_size=1408, num_hidden_layers=4, num_attention_heads=8,

@@ -13,6 +13,7 @@ here (the first three under MAX_CHARS, 460 positions) have no such tie, so every
 """
 
 import csv
+import json
 
 import numpy as np
 import pytest
@@ -120,4 +121,47 @@ def test_quantize_q8_0_and_q4_k_m_of_the_round_tripped_model(converted_f16, tmp_
         assert ggml in set(types.values())
         assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
     # SmolLM2's 576-wide rows are not whole 256-blocks: llama.cpp's fallbacks are reported
-    assert "fit q4_K->q5_0" in result.output
+    assert "do not fit Q4_K_M blocks" in result.output and "q4_K->q5_0" in result.output
+
+
+@pytest.mark.parametrize("outtype, weight_type", [("bf16", "BF16"), ("q8_0", "Q8_0")])
+def test_outtypes_and_metadata(smollm2_hf_checkpoint, tmp_path, outtype, weight_type):
+    """Each output type holds the checkpoint's values (read independently with the safetensors library),
+    1-D tensors stay F32, the tied output matrix is not duplicated, and source and revision are recorded."""
+    from gguf import GGUFReader
+    from gguf.quants import dequantize
+    from safetensors.torch import load_file as load_torch  # bf16 is not a numpy type
+
+    from mental_edge.convert import convert_checkpoint
+    from mental_edge.convert.arch.llama import permute
+
+    out = convert_checkpoint(smollm2_hf_checkpoint, tmp_path / "m.gguf", outtype=outtype,
+                             source="HuggingFaceTB/SmolLM2-135M-Instruct", revision="0123abc")
+    reader = GGUFReader(out)
+    field = lambda key: reader.fields[key].contents()  # noqa: E731
+    assert field("general.name") == "SmolLM2-135M-Instruct"
+    assert field("general.source.url") == "https://huggingface.co/HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert field("general.source.revision") == "0123abc"
+    config = json.loads((smollm2_hf_checkpoint / "config.json").read_text())
+    assert field("llama.embedding_length") == config["hidden_size"]
+    assert field("llama.attention.head_count_kv") == config["num_key_value_heads"]
+    assert abs(field("llama.attention.layer_norm_rms_epsilon") - config["rms_norm_eps"]) < 1e-9
+    assert field("llama.rope.freq_base") == config["rope_theta"]
+
+    tensors = {t.name: t for t in reader.tensors}
+    assert "output.weight" not in tensors and len(tensors) == 272
+    source = {k: v.float().numpy() for k, v in load_torch(smollm2_hf_checkpoint / "model.safetensors").items()}
+    checks = {"token_embd.weight": source["model.embed_tokens.weight"],
+              "blk.7.attn_norm.weight": source["model.layers.7.input_layernorm.weight"],
+              "blk.7.attn_k.weight": permute(source["model.layers.7.self_attn.k_proj.weight"], 3),
+              "blk.7.ffn_down.weight": source["model.layers.7.mlp.down_proj.weight"]}
+    for name, expected in checks.items():
+        t = tensors[name]
+        assert t.tensor_type.name == ("F32" if expected.ndim == 1 else weight_type), name
+        got = dequantize(t.data, t.tensor_type).reshape(expected.shape)
+        if outtype == "bf16" or expected.ndim == 1:
+            np.testing.assert_array_equal(got, expected)
+        else:  # Q8_0: integers times a per-32-block step max|x|/127 stored in f16: half a step, plus up to
+            # 127 steps times the f16 rounding of the step (2^-11 relative), so 0.56 step at most
+            step = np.abs(expected.reshape(-1, 32)).max(1, keepdims=True) / 127
+            assert np.all(np.abs(got.reshape(-1, 32) - expected.reshape(-1, 32)) <= 0.57 * step + 1e-7), name
