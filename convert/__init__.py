@@ -29,7 +29,7 @@ def source_url(source: str) -> str:
     return f"https://huggingface.co/{source}"
 
 
-def convert_checkpoint(src_dir: str | os.PathLike, out_path: str | os.PathLike, outtype: str = "f16",
+def convert_checkpoint(src_dir: str | os.PathLike, out_path: str | os.PathLike, outtype: str | None = "f16",
                        quant: str | None = None, source: str | None = None, revision: str | None = None,
                        progress: Progress | None = None, on_quantized: Callable | None = None) -> Path:
     """Convert the checkpoint in `src_dir` to the GGUF file `out_path` and return its path.
@@ -38,8 +38,14 @@ def convert_checkpoint(src_dir: str | os.PathLike, out_path: str | os.PathLike, 
     checkpoint is first written as `outtype` to a temporary file, quantized, and the temporary removed.
     `source` (hub repo id or URL) and `revision` are recorded in the file's metadata. `on_quantized` receives
     the quantization's `QuantizeResult` (which tensors fell back to another type).
+    A BART checkpoint becomes a CTranslate2 model folder instead (outtype int8, f16 or f32; int8 when None).
     """
-    outtype = outtypes.check_outtype(outtype)
+    from .bart_ct2 import convert_bart, is_bart_folder
+    if is_bart_folder(src_dir):
+        if quant is not None:
+            raise ConversionError("BART becomes a CTranslate2 folder: choose its weights with outtype, not quant")
+        return convert_bart(src_dir, out_path, outtype, source=source, revision=revision, progress=progress)
+    outtype = outtypes.check_outtype(outtype or "f16")
     out = Path(out_path)
     if quant is not None:
         from .quantize import file_type_for

@@ -79,8 +79,7 @@ def write_bart(folder: Path, imhi_dir: Path, seed: int = 0) -> Path:
     vocab = json.loads((folder / "vocab.json").read_text())
     from transformers import BartTokenizer
 
-    tokenizer = BartTokenizer(vocab_file=str(folder / "vocab.json"), merges_file=str(folder / "merges.txt"))
-    tokenizer.save_pretrained(folder)
+    BartTokenizer.from_pretrained(folder).save_pretrained(folder)  # from vocab.json + merges.txt
     config = BartConfig(vocab_size=len(vocab), d_model=64, encoder_layers=2, decoder_layers=2,
                         encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=128,
                         decoder_ffn_dim=128, max_position_embeddings=512, bos_token_id=0, pad_token_id=1,
@@ -94,4 +93,10 @@ def write_bart(folder: Path, imhi_dir: Path, seed: int = 0) -> Path:
                 param.normal_(0, 0.02)
         model.final_logits_bias.normal_(0, 0.5)
     model.save_pretrained(folder)
+    # bart-large's generation defaults (beam search, forced tokens, no repeated trigrams), which a
+    # temperature-0 run must not follow
+    generation = json.loads((folder / "generation_config.json").read_text())
+    generation.update(num_beams=4, no_repeat_ngram_size=3, early_stopping=True, length_penalty=2.0,
+                      forced_bos_token_id=0, forced_eos_token_id=2, min_length=12, max_length=142)
+    (folder / "generation_config.json").write_text(json.dumps(generation))
     return folder

@@ -20,7 +20,7 @@ import llama_cpp
 import numpy as np
 from llama_cpp import _internals
 
-from mental_edge.engine.base import Generation, ModelInfo, Sampling, Segment, Seq2SeqPrompt
+from mental_edge.engine.base import Engine, Generation, ModelInfo, Sampling, Segment, Seq2SeqPrompt
 from mental_edge.engine.llama import (
     FILE_TYPES, ContextOverflow, LlamaEngine, _cut_at_stop, _log_softmax, check_gguf, default_gpu_layers,
     default_threads,
@@ -34,6 +34,8 @@ class LlamaT5Engine(LlamaEngine):
     """Tokens, pieces and sampling as in `LlamaEngine`; evaluation through the encoder and a fresh decoder."""
 
     encoder_decoder = True
+    slots = 1
+    run_requests = Engine.run_requests  # one request at a time, not the decoder-only engine's batching
 
     def __init__(self, path: str | Path, *, n_ctx: int | None = None, threads: int | None = None,
                  gpu_layers: int | None = None, name: str | None = None):

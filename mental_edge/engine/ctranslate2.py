@@ -1,0 +1,189 @@
+"""The CTranslate2 backend for BART (MentalBART) model folders written by `convert.bart_ct2`.
+
+The prompt is the encoder's input, `<s> ... </s>` added here (CTranslate2 adds nothing); the decoder starts
+from the folder's decoder start token (`</s>` for BART) followed by `<s>`, as BART was fine-tuned, so a
+continuation means the answer tokens after that `<s>`. Decoding is plain greedy at temperature 0 (beam size 1,
+top-k 1), whatever generation defaults the original checkpoint carried. Tokenization is BART's byte-level BPE
+through the `tokenizers` package; text in a post never becomes a special token.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from mental_edge.engine.base import Engine, Generation, ModelInfo, Sampling, Segment, Seq2SeqPrompt
+from mental_edge.errors import MentalEdgeError
+
+INFO_FILE = "mental_edge.json"
+MISSING_CT2 = "CTranslate2 is not installed; BART models need it: pip install 'mental-edge[bart]'"
+
+
+def _import_ctranslate2():
+    try:
+        import ctranslate2
+    except ImportError:
+        raise MentalEdgeError(MISSING_CT2) from None
+    return ctranslate2
+
+
+class CT2Engine(Engine):
+    encoder_decoder = True
+
+    def __init__(self, path: str | Path, *, n_ctx: int | None = None, threads: int | None = None,
+                 gpu_layers: int | None = None, name: str | None = None):
+        ct2 = _import_ctranslate2()
+        from tokenizers import Tokenizer
+
+        folder = Path(path)
+        meta = _read_info(folder)
+        device = "cuda" if gpu_layers != 0 and ct2.get_cuda_device_count() > 0 else "cpu"
+        try:
+            self._translator = ct2.Translator(str(folder), device=device, intra_threads=threads or 0)
+            self._tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        except Exception as exc:  # both libraries raise plain RuntimeError/Exception with their own text
+            raise MentalEdgeError(f"{folder}: CTranslate2 could not load this model ({exc})") from None
+        self._ct2 = ct2
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        self._bos, self._eos = config.get("bos_token", "<s>"), config.get("eos_token", "</s>")
+        self._eos_id = self._tokenizer.token_to_id(self._eos)
+        n_ctx_train = int(meta.get("n_ctx", 1024))
+        self.n_ctx = min(n_ctx or n_ctx_train, n_ctx_train)
+        self.info = ModelInfo(
+            path=folder / "model.bin", name=name or meta.get("name") or folder.name, architecture="bart",
+            quantization=str(meta.get("weights", "unknown")).upper(), n_ctx_train=n_ctx_train,
+            n_params=int(meta.get("n_params", 0)), chat_template=None, add_bos=True,
+            engine=f"CTranslate2 {ct2.__version__}", metadata=meta,
+        )
+        self.settings = {"n_ctx": self.n_ctx, "threads": threads or 0, "device": device,
+                         "compute_type": self._translator.compute_type}
+
+    # -- tokens ---------------------------------------------------------------------------------
+
+    def tokenize(self, text: str, *, add_bos: bool = False, special: bool = False) -> list[int]:
+        self._tokenizer.encode_special_tokens = not special  # "</s>" typed in a post stays text
+        ids = self._tokenizer.encode(text, add_special_tokens=False).ids if text else []
+        if add_bos:
+            return [self._tokenizer.token_to_id(self._bos), *ids, self._eos_id]
+        return ids
+
+    def tokenize_segments(self, segments: Sequence[Segment], *, add_bos: bool) -> list[int]:
+        """Plain runs are tokenized as one text, special segments with special tokens recognised; with
+        `add_bos` the encoder's `<s> ... </s>` frame is added."""
+        tokens: list[int] = []
+        run = ""
+        for seg in segments:
+            if not seg.special:
+                run += seg.text
+                continue
+            tokens += self.tokenize(run) + self.tokenize(seg.text, special=True)
+            run = ""
+        tokens += self.tokenize(run)
+        if add_bos:
+            tokens = [self._tokenizer.token_to_id(self._bos), *tokens, self._eos_id]
+        return tokens
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        return self._tokenizer.decode(list(tokens), skip_special_tokens=True)
+
+    def token_text(self, token: int) -> str:
+        return self._tokenizer.id_to_token(token) or ""
+
+    def is_end(self, token: int) -> bool:
+        return token == self._eos_id
+
+    def _pieces(self, tokens: Sequence[int]) -> list[str]:
+        return [self._tokenizer.id_to_token(t) for t in tokens]
+
+    def _source(self, prompt: Sequence[int]) -> list[str]:
+        if not prompt:
+            raise MentalEdgeError("empty prompt: nothing to encode")
+        if len(prompt) > self.n_ctx:
+            raise MentalEdgeError(f"the prompt has {len(prompt)} tokens; the encoder reads at most {self.n_ctx}")
+        return self._pieces(prompt)
+
+    # -- scoring and generation -------------------------------------------------------------------
+
+    def score(self, prompt: Sequence[int], continuations: Sequence[Sequence[int]]) -> list[float]:
+        """log P(continuation | prompt) over the answer tokens after the decoder's `<s>` (CTranslate2 also
+        scores `<s>` and a closing `</s>`: both are left out)."""
+        source = self._source(prompt)
+        longest = max((len(c) for c in continuations), default=0)
+        if longest + 2 > self.n_ctx:
+            raise MentalEdgeError(f"an answer of {longest} tokens does not fit the decoder's {self.n_ctx}")
+        scored = [i for i, c in enumerate(continuations) if c]
+        results = self._translator.score_batch([source] * len(scored),
+                                               [[self._bos, *self._pieces(continuations[i])] for i in scored],
+                                               max_input_length=0)
+        scores = [0.0] * len(continuations)
+        for i, result in zip(scored, results):
+            scores[i] = float(sum(result.log_probs[1:-1]))
+        return scores
+
+    def generate(self, prompt, *, max_tokens, sampling=Sampling(), stop=()) -> Generation:
+        """`prompt`: encoder tokens, or a Seq2SeqPrompt whose target the decoder continues."""
+        source, target = (prompt.source, prompt.target) if isinstance(prompt, Seq2SeqPrompt) else (prompt, ())
+        gen = Generation(iter(()))
+        gen._pieces = self._stream(list(source), list(target), max_tokens, sampling, tuple(stop), gen)
+        return gen
+
+    def _options(self, sampling: Sampling) -> dict:
+        """CTranslate2 seeds a worker thread's generator once, at its first sampled token: the seed of an
+        engine's first sampled request decides the stream of all its later ones."""
+        if sampling.greedy:
+            return {"sampling_topk": 1}
+        self._ct2.set_random_seed(sampling.seed)
+        return {"sampling_topk": sampling.top_k or 0, "sampling_topp": sampling.top_p,
+                "sampling_temperature": sampling.temperature}
+
+    def _stream(self, source, target, max_tokens, sampling, stop, gen: Generation) -> Iterator[str]:
+        from mental_edge.engine.llama import cut_at_stop
+
+        gen.prompt_tokens = len(source)
+        prefix = [self._bos, *self._pieces(target)]
+        length = min(len(prefix) + max_tokens, self.n_ctx)
+        steps = self._translator.generate_tokens(self._source(source), target_prefix=prefix,
+                                                 max_decoding_length=length, max_input_length=0,
+                                                 **self._options(sampling))
+        made: list[int] = []
+        shown, held = "", ""
+        gen.finish_reason = "length" if length == len(prefix) + max_tokens else "context"
+        try:
+            for n, step in enumerate(steps):
+                if n < len(prefix):  # CTranslate2 replays the prefix first
+                    continue
+                if self.is_end(step.token_id):
+                    gen.finish_reason = "stop"
+                    break
+                made.append(step.token_id)
+                gen.generated_tokens += 1
+                text = self.detokenize(made)
+                if text.endswith("\ufffd"):  # a character split across byte-level tokens: wait for the rest
+                    continue
+                held += text[len(shown):]
+                shown = text
+                out, held, stopped = cut_at_stop(held, stop)
+                if out:
+                    yield out
+                if stopped:
+                    gen.finish_reason = "stop"
+                    return
+            rest = held + self.detokenize(made)[len(shown):]
+            if rest:
+                yield rest
+        finally:
+            steps.close()
+
+    def close(self):
+        self._translator = None
+
+
+def _read_info(folder: Path) -> dict:
+    path = folder / INFO_FILE
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MentalEdgeError(f"{path}: not valid JSON ({exc})") from None
