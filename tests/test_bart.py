@@ -18,7 +18,7 @@ from mental_edge.errors import MentalEdgeError
 from mental_edge.tasks import load_tasks
 from seq2seq_tiny import imhi_queries, write_bart
 
-SCORE_TOL = 1e-3  # nats per answer, CTranslate2 float32 against transformers fp32 (measured: about 2e-5)
+SCORE_TOL = 1e-3  # nats per answer, CTranslate2 float32 against transformers fp32 (measured worst: 4e-6)
 TIE_MARGIN = 0.01  # logits this close may swap under rounding
 ANSWERS = ("yes.", "no.", "no. Reasoning: the post", "This post shows the stress cause of work.")
 START, BOS, EOS = 2, 0, 2  # decoder start </s>, then <s>
