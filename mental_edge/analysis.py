@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from collections import deque
+from typing import Callable, Iterable, Sequence
 
 from mental_edge import __version__
-from mental_edge.engine import Engine, Sampling, Seq2SeqPrompt
+from mental_edge.engine import Engine, Request, Sampling, Seq2SeqPrompt
 from mental_edge.prompt_format import QueryFormat, form_for, query_format_for
 from mental_edge.tasks import Task
 
@@ -48,11 +49,16 @@ class Analyzer:
         self.format: QueryFormat = query_format_for(self.engine.info, self.prompt_format)
 
     def analyze(self, post: str, tasks: Sequence[Task], on_text: Callable[[str, str], None] | None = None):
-        """One result per task. Tasks on the same post share the post's cache: the engine reuses the longest
-        common prefix, and the templates put the post before the question."""
-        if not post or not post.strip():
-            return [TaskResult(t.name, self.form(t), None, None, None, flags=["empty"]) for t in tasks]
-        return [self._analyze_one(post, task, on_text) for task in tasks]
+        """One result per task, one task after the other, streaming explanations to `on_text(task, piece)`.
+        Tasks on the same post share the post's cache: the engine reuses the longest common prefix, and the
+        templates put the post before the question."""
+        (_, results), = self._analyze_stream([(None, post, tasks)], sequential=True, on_text=on_text)
+        return results
+
+    def analyze_stream(self, items: Iterable[tuple[object, str | None, Sequence[Task]]]):
+        """(key, post, tasks) in, (key, results) out in the same order; a None post passes through as None.
+        Runs as many requests at once as the engine keeps in flight (its `slots`)."""
+        return self._analyze_stream(items, sequential=False, on_text=None)
 
     def form(self, task: Task) -> str:
         return form_for(self.engine.info, task.language)
@@ -67,65 +73,90 @@ class Analyzer:
             "sampling": self.sampling.as_record(), **self.engine.settings,
         }
 
-    # -- one task -------------------------------------------------------------------------------
+    # -- requests ---------------------------------------------------------------------------------
 
-    def _analyze_one(self, post: str, task: Task, on_text) -> TaskResult:
+    def _analyze_stream(self, items, sequential: bool, on_text):
+        pending: deque[dict] = deque()  # posts in input order, waiting for their tasks' results
+
+        def requests():
+            for key, post, tasks in items:
+                entry = {"key": key, "results": None if post is None else [None] * len(tasks), "left": 0}
+                pending.append(entry)
+                if post is None:
+                    continue
+                for i, task in enumerate(tasks):
+                    req = self._request(post, task, on_text)
+                    if isinstance(req, TaskResult):  # decided without the model (empty or unfit post)
+                        entry["results"][i] = req
+                        continue
+                    entry["left"] += 1
+                    req.tag = (entry, i, task)
+                    yield req
+
+        run = Engine.run_requests if sequential else type(self.engine).run_requests
+        for req in run(self.engine, requests()):
+            entry, i, task = req.tag
+            entry["results"][i] = self._result(req, task)
+            entry["left"] -= 1
+            while pending and pending[0]["left"] == 0 and _complete(pending[0]):
+                done = pending.popleft()
+                yield done["key"], done["results"]
+        while pending:
+            done = pending.popleft()
+            yield done["key"], done["results"]
+
+    def _request(self, post: str, task: Task, on_text) -> Request | TaskResult:
         form = self.form(task)
+        if not post.strip():
+            return TaskResult(task.name, form, None, None, None, flags=["empty"])
         post, flags = self._fit(post, task, form)
         if post is None:
             return TaskResult(task.name, form, None, None, None, flags=flags)
         query = task.render(post, form)
-        stream = (lambda piece: on_text(task.name, piece)) if on_text else None
+        req = Request(prompt=[], max_tokens=self.max_tokens, sampling=self.sampling,
+                      on_text=(lambda piece: on_text(task.name, piece)) if on_text else None)
+        req.meta = (form, flags)
         if self.free:
-            result = self._free_answer(query, task, form, stream)
+            req.prompt = self._tokens(query)
+            req.follow = lambda scores: req.prompt
+            return req
+        candidates = [self._tokens(query, task.answer(label, form)) for label in task.labels]
+        if self.engine.encoder_decoder:  # the query is encoded once; each answer is the decoder's output
+            req.prompt, req.candidates = candidates[0].source, [c.target for c in candidates]
         else:
-            result = self._scored(query, task, form, stream)
-        result.flags = flags + result.flags
-        return result
-
-    def _scored(self, query: str, task: Task, form: str, stream) -> TaskResult:
-        probabilities = self.label_probabilities(query, task, form)
-        label = max(probabilities, key=probabilities.get)
-        explanation = None
+            shared = _common_prefix(candidates)
+            req.prompt, req.candidates = candidates[0][:shared], [c[shared:] for c in candidates]
         if self.explain:
-            tokens = self._tokens(query, task.explain_prefix(label, form))
-            explanation = self._generate(tokens, stream).strip()
-        return TaskResult(task.name, form, label, probabilities, explanation)
+            req.follow = lambda scores: self._tokens(query, task.explain_prefix(_best(task, scores), form))
+        return req
+
+    def _result(self, req: Request, task: Task) -> TaskResult:
+        form, flags = req.meta
+        if self.free:
+            answer = req.text.strip()
+            label = task.parse_answer(answer, form)
+            head, marker, reasoning = answer.partition(task.reasoning_marker)
+            return TaskResult(task.name, form, label, None, reasoning.strip() if marker else None, answer=answer,
+                              flags=flags + ([] if label is not None else ["unparsed"]))
+        probabilities = _softmax(task.labels, req.scores)
+        explanation = req.text.strip() if self.explain else None
+        return TaskResult(task.name, form, _best(task, req.scores), probabilities, explanation, flags=flags)
 
     def label_probabilities(self, query: str, task: Task, form: str) -> dict[str, float]:
         """P(label) from the log-likelihood of each label's answer sentence after the query."""
         candidates = [self._tokens(query, task.answer(label, form)) for label in task.labels]
-        if self.engine.encoder_decoder:  # the query is encoded once; each answer is the decoder's output
+        if self.engine.encoder_decoder:
             scores = self.engine.score(candidates[0].source, [c.target for c in candidates])
         else:
             shared = _common_prefix(candidates)
             scores = self.engine.score(candidates[0][:shared], [c[shared:] for c in candidates])
-        top = max(scores)
-        weights = [math.exp(s - top) for s in scores]
-        total = sum(weights)
-        return {label: w / total for label, w in zip(task.labels, weights)}
-
-    def _free_answer(self, query: str, task: Task, form: str, stream) -> TaskResult:
-        answer = self._generate(self._tokens(query), stream).strip()
-        label = task.parse_answer(answer, form)
-        head, marker, reasoning = answer.partition(task.reasoning_marker)
-        explanation = reasoning.strip() if marker else None
-        return TaskResult(task.name, form, label, None, explanation, answer=answer,
-                          flags=[] if label is not None else ["unparsed"])
+        return _softmax(task.labels, scores)
 
     def _tokens(self, query: str, answer: str | None = None) -> list[int] | Seq2SeqPrompt:
         if self.engine.encoder_decoder:  # the answer goes to the decoder, not after the query
             source = self.engine.tokenize_segments(self.format.segments(query), add_bos=self.format.add_bos)
             return Seq2SeqPrompt(tuple(source), tuple(self.engine.tokenize(answer)) if answer else ())
         return self.engine.tokenize_segments(self.format.segments(query, answer), add_bos=self.format.add_bos)
-
-    def _generate(self, tokens: list[int], stream) -> str:
-        pieces = []
-        for piece in self.engine.generate(tokens, max_tokens=self.max_tokens, sampling=self.sampling):
-            pieces.append(piece)
-            if stream:
-                stream(piece)
-        return "".join(pieces)
 
     # -- long posts -----------------------------------------------------------------------------
 
@@ -149,6 +180,21 @@ class Analyzer:
             post = self.engine.detokenize(head).rstrip() + CUT_MARKER + self.engine.detokenize(tail).lstrip()
             flags = ["truncated"]
         return None, ["too long: the context cannot hold the question and an answer"]
+
+
+def _softmax(labels: Sequence[str], scores: Sequence[float]) -> dict[str, float]:
+    top = max(scores)
+    weights = [math.exp(s - top) for s in scores]
+    total = sum(weights)
+    return {label: w / total for label, w in zip(labels, weights)}
+
+
+def _best(task: Task, scores: Sequence[float]) -> str:
+    return task.labels[max(range(len(scores)), key=scores.__getitem__)]
+
+
+def _complete(entry: dict) -> bool:
+    return entry["results"] is None or all(r is not None for r in entry["results"])
 
 
 def _length(tokens: list[int] | Seq2SeqPrompt) -> int:

@@ -36,21 +36,25 @@ def run_analysis(
     limit: int | None = None,
     on_row: Callable[[], None] | None = None,
 ) -> RunSummary:
-    """Analyse each row for each task and `write` its records.
+    """Analyse each row for each task and `write` its records, in input order.
 
     With `taskset`, rows are IMHI queries: each row's own task and post are read from its query (`tasks`,
     if given, filters them) and its gold answer becomes the record's `gold` label.
     """
     summary = RunSummary()
     run = analyzer.run_info()
-    for row in rows:
-        if limit is not None and summary.rows >= limit:
-            break
-        summary.rows += 1
-        for record in _row_records(analyzer, row, tasks, taskset, done, run):
-            if record is None:
-                summary.skipped += 1
-                continue
+
+    def work():
+        for row in rows:
+            if limit is not None and summary.rows >= limit:
+                return
+            summary.rows += 1
+            plan = _plan(row, tasks, taskset, done)
+            summary.skipped += plan.skipped
+            yield plan, plan.post if plan.flag is None else None, plan.todo
+
+    for plan, results in analyzer.analyze_stream(work()):
+        for record in _records(analyzer, plan, results, run):
             write(record)
             summary.records += 1
             summary.flagged += bool(record["flags"])
@@ -62,31 +66,42 @@ def run_analysis(
     return summary
 
 
-def _row_records(analyzer, row: InputRow, tasks, taskset, done, run):
-    """The records of one row; None stands for a record the output already holds."""
-    post, gold, row_tasks, flag = row.text, None, list(tasks), row.flag
-    if taskset is not None and flag is None:
+@dataclass
+class _RowPlan:
+    row: InputRow
+    post: str | None
+    todo: list[Task]  # tasks still to do for this row
+    gold: str | None = None
+    flag: str | None = None
+    skipped: int = 0  # records the output already holds
+
+
+def _plan(row: InputRow, tasks, taskset, done) -> _RowPlan:
+    plan = _RowPlan(row, row.text, list(tasks), flag=row.flag)
+    if taskset is not None and plan.flag is None:
         found = taskset.detect(row.text)
         if found is None:
-            flag = "not an IMHI query of a known task"
+            plan.flag = "not an IMHI query of a known task"
         else:
-            task, form, post = found
-            if row_tasks and task not in row_tasks:
-                return
-            row_tasks = [task]
-            gold = task.parse_answer(row.gold, form) if row.gold is not None else None
-    if flag is not None and not row_tasks:  # an unreadable IMHI row: one record, named by its flag only
-        flagged = TaskResult("-", "-", None, None, None, flags=[flag])
-        yield None if (row.id, "-") in done else _record(row.id, flagged, None, None, run)
-        return
-    todo = [t for t in row_tasks if (row.id, t.name) not in done]
-    yield from (None for _ in range(len(row_tasks) - len(todo)))
-    if flag is not None:
-        results = [TaskResult(t.name, analyzer.form(t), None, None, None, flags=[flag]) for t in todo]
-    else:
-        results = analyzer.analyze(post, todo)
-    for task, result in zip(todo, results):
-        yield _record(row.id, result, task, gold, run)
+            task, form, plan.post = found
+            plan.todo = [task] if not tasks or task in tasks else []
+            plan.gold = task.parse_answer(row.gold, form) if row.gold is not None else None
+    names = [t.name for t in plan.todo] or (["-"] if plan.flag else [])
+    plan.skipped = sum((row.id, name) in done for name in names)
+    plan.todo = [t for t in plan.todo if (row.id, t.name) not in done]
+    return plan
+
+
+def _records(analyzer, plan: _RowPlan, results, run):
+    row = plan.row
+    if results is None and plan.flag is not None:
+        if not plan.todo:  # an unreadable IMHI row: one record, named by its flag only
+            if not plan.skipped:
+                yield _record(row.id, TaskResult("-", "-", None, None, None, flags=[plan.flag]), None, None, run)
+            return
+        results = [TaskResult(t.name, analyzer.form(t), None, None, None, flags=[plan.flag]) for t in plan.todo]
+    for task, result in zip(plan.todo, results or []):
+        yield _record(row.id, result, task, plan.gold, run)
 
 
 def _record(row_id: str, result: TaskResult, task: Task | None, gold: str | None, run: dict) -> dict:

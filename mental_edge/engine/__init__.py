@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mental_edge.engine.base import Engine, Generation, ModelInfo, Sampling, Segment, Seq2SeqPrompt
+from mental_edge.engine.base import Engine, Generation, ModelInfo, Request, Sampling, Segment, Seq2SeqPrompt
 from mental_edge.errors import MentalEdgeError
 
-__all__ = ["Engine", "Generation", "ModelInfo", "Sampling", "Segment", "Seq2SeqPrompt", "load_engine"]
+__all__ = ["Engine", "Generation", "ModelInfo", "Request", "Sampling", "Segment", "Seq2SeqPrompt", "load_engine"]
 
 
-def load_engine(path: str | Path, *, n_ctx=None, threads=None, gpu_layers=None, name=None) -> Engine:
+def load_engine(path: str | Path, *, n_ctx=None, threads=None, gpu_layers=None, name=None, slots=None) -> Engine:
     """Open a model: a GGUF file runs on llama.cpp (T5 through its encoder-decoder path), a CTranslate2 model
     folder (MentalBART) on CTranslate2."""
     path = Path(path)
@@ -21,7 +21,7 @@ def load_engine(path: str | Path, *, n_ctx=None, threads=None, gpu_layers=None, 
     if path.is_file():
         from mental_edge.engine.llama import LlamaEngine
 
-        return LlamaEngine(path, n_ctx=n_ctx, threads=threads, gpu_layers=gpu_layers, name=name)
+        return LlamaEngine(path, n_ctx=n_ctx, threads=threads, gpu_layers=gpu_layers, name=name, slots=slots)
     if path.is_dir() and (path / "model.bin").is_file():
         from mental_edge.engine.ctranslate2 import CT2Engine
 

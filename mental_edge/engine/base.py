@@ -10,7 +10,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 
 @dataclass(frozen=True)
@@ -102,11 +102,52 @@ class Generation:
         return "".join(self)
 
 
+@dataclass(eq=False)
+class Request:
+    """One piece of batched work: read a prompt, score candidate continuations, then maybe generate.
+
+    `follow(scores)` gives the full prompt to generate from once the candidates are scored (say, the prompt with
+    the chosen answer and "Reasoning:" appended); None means nothing is generated.
+    """
+
+    prompt: list[int]
+    candidates: list[list[int]] = field(default_factory=list)
+    follow: object = None  # Callable[[list[float]], list[int]] | None
+    max_tokens: int = 0
+    sampling: Sampling = Sampling()
+    stop: tuple[str, ...] = ()
+    tag: object = None  # the caller's, carried along
+    meta: object = None  # the caller's, carried along
+    on_text: object = None  # Callable[[str], None]: generated text as it streams (one-at-a-time runs only)
+    scores: list[float] | None = None  # filled in: log-probability of each candidate
+    text: str = ""  # filled in: the generated text
+    finish_reason: str | None = None
+
+
 class Engine(ABC):
     info: ModelInfo
     n_ctx: int
     settings: dict  # threads, gpu layers, batch size...: recorded with results, since outputs can depend on them
     encoder_decoder: bool = False  # prompts go to an encoder, answers to a decoder (T5, BART)
+    slots: int = 1  # sequences kept in flight by run_requests; 1: one request at a time
+
+    def run_requests(self, requests: Iterable[Request]) -> Iterator[Request]:
+        """Run requests, yielding each once done (in completion order). This default runs them one by one;
+        a backend that batches keeps `slots` of them in flight."""
+        for req in requests:
+            if req.candidates:
+                req.scores = self.score(req.prompt, req.candidates)
+            if req.follow is not None:
+                gen = self.generate(req.follow(req.scores or []), max_tokens=req.max_tokens,
+                                    sampling=req.sampling, stop=req.stop)
+                pieces = []
+                for piece in gen:
+                    pieces.append(piece)
+                    if req.on_text is not None:
+                        req.on_text(piece)
+                req.text = "".join(pieces)
+                req.finish_reason = gen.finish_reason
+            yield req
 
     @abstractmethod
     def tokenize(self, text: str, *, add_bos: bool = False, special: bool = False) -> list[int]: ...

@@ -24,6 +24,13 @@ _logger.set_verbose(False)  # llama.cpp's own chatter goes nowhere unless asked
 
 DEFAULT_CTX = 2048  # the published MentaLLaMA evaluation used max_length=2048 (prompt + answer)
 SCORE_SEQS = 16  # sequences available for scoring candidates side by side
+DEFAULT_SLOTS = 8  # requests in flight when batching
+KV_BUDGET = 1 << 30  # bytes of cache the batching may use beyond one sequence's context (f16 keys and values)
+# llama.cpp's CPU kernels take another code path (other rounding) for larger micro-batches, so that a token's
+# logits would depend on how the tokens around it were split: on a cached prefix, on the other posts in the
+# batch. Micro-batches of 32 tokens keep every token on one path, so results do not depend on caching or
+# batching (measured on the Q4_1 test model: logits equal to the bit), for about 11% of prompt speed on a CPU.
+CPU_UBATCH = 32
 
 FILE_TYPES = {
     value: name[len("LLAMA_FTYPE_MOSTLY_"):]
@@ -72,6 +79,7 @@ class LlamaEngine(Engine):
         threads: int | None = None,
         gpu_layers: int | None = None,
         n_batch: int = 512,
+        slots: int | None = None,
         name: str | None = None,
     ):
         path = Path(path)
@@ -82,12 +90,17 @@ class LlamaEngine(Engine):
         n_ctx_train = self._model.n_ctx_train()
         self.n_ctx = min(n_ctx or DEFAULT_CTX, n_ctx_train)
         self.n_batch = n_batch
+        self.n_ubatch = CPU_UBATCH if gpu_layers == 0 else n_batch
+        meta = self._model.metadata()
+        self.slots = DEFAULT_SLOTS if slots is None else slots
+        self.score_seqs = SCORE_SEQS
+        self._scratch_seq = max(self.slots, 1) + SCORE_SEQS
+        self.n_cells = self._cache_cells(meta)
         self._ctx = self._new_context(threads)
-        self._batch = _internals.LlamaBatch(n_tokens=n_batch, embd=0, n_seq_max=1, verbose=False)
+        self._batch = _internals.LlamaBatch(n_tokens=n_batch + 1, embd=0, n_seq_max=1, verbose=False)
         self._n_vocab = self._model.n_vocab()
         self._cached: list[int] = []  # the tokens sequence 0 holds in the cache
         self._control_re: re.Pattern | None = None
-        meta = self._model.metadata()
         self.info = ModelInfo(
             path=path,
             name=name or meta.get("general.name") or path.stem,
@@ -101,7 +114,20 @@ class LlamaEngine(Engine):
             metadata=meta,
         )
         self.settings = {"n_ctx": self.n_ctx, "threads": threads, "gpu_layers": gpu_layers, "n_batch": n_batch,
-                         "flash_attn": "auto"}
+                         "ubatch": self.n_ubatch, "slots": self.slots, "cache_cells": self.n_cells, "flash_attn": "auto"}
+
+    def _cache_cells(self, meta: dict) -> int:
+        """One full context per sequence, plus what KV_BUDGET holds for batching (up to a context per slot)."""
+        arch = meta.get("general.architecture", "")
+        layers = int(meta.get(f"{arch}.block_count", 0) or 0)
+        heads = int(meta.get(f"{arch}.attention.head_count", 1) or 1)
+        kv_heads = int(meta.get(f"{arch}.attention.head_count_kv", heads) or heads)
+        width = int(meta.get(f"{arch}.embedding_length", 0) or 0)
+        head_dim = int(meta.get(f"{arch}.attention.key_length", 0) or 0) or width // heads
+        per_token = max(2 * 2 * layers * kv_heads * head_dim, 1)  # keys and values, f16
+        if self.slots <= 1:
+            return self.n_ctx
+        return max(self.n_ctx, min(self.n_ctx * self.slots, KV_BUDGET // per_token))
 
     @staticmethod
     def _load_model(path: Path, gpu_layers: int):
@@ -117,10 +143,11 @@ class LlamaEngine(Engine):
 
     def _new_context(self, threads: int):
         params = llama_cpp.llama_context_default_params()
-        params.n_ctx = self.n_ctx
-        params.n_batch = params.n_ubatch = self.n_batch
+        params.n_ctx = self.n_cells
+        params.n_batch = self.n_batch
+        params.n_ubatch = self.n_ubatch
         params.n_threads = params.n_threads_batch = threads
-        params.n_seq_max = SCORE_SEQS
+        params.n_seq_max = max(self.slots, 1) + SCORE_SEQS + 1  # the last one is _pair_outputs' scratch
         params.kv_unified = True  # sequences share one cache, so a prompt copied to another sequence costs nothing
         return _internals.LlamaContext(model=self._model, params=params, verbose=False)
 
@@ -194,7 +221,7 @@ class LlamaEngine(Engine):
 
     # -- the cache ------------------------------------------------------------------------------
 
-    def _decode(self, tokens: Sequence[int], start: int, seq: int = 0, want_logits: str = "last") -> None:
+    def _decode(self, tokens: Sequence[int], start: int, seq: int = 0) -> None:
         """Feed tokens at positions start.. of one sequence, in batches of n_batch."""
         for i in range(0, len(tokens), self.n_batch):
             chunk = tokens[i : i + self.n_batch]
@@ -210,23 +237,47 @@ class LlamaEngine(Engine):
         for seq, start, toks in parts:
             firsts.append(n)
             for j, tok in enumerate(toks):
-                batch.token[n] = tok
-                batch.pos[n] = start + j
-                batch.n_seq_id[n] = 1
-                batch.seq_id[n][0] = seq
-                batch.logits[n] = logits == "all"
+                _put(batch, n, tok, start + j, seq, logits == "all")
                 n += 1
         if logits == "last" and n:
             batch.logits[n - 1] = True
         batch.n_tokens = n
+        self._last = n - 1  # where the last token's logits sit (a scratch row may follow it)
         return firsts
 
     def _run_batch(self) -> None:
+        scratch = self._pair_outputs()
         try:
             self._ctx.decode(self._batch)
         except RuntimeError as exc:
             self._forget()
             raise MentalEdgeError(f"llama.cpp could not evaluate the batch ({exc}); the cache was cleared") from None
+
+        finally:
+            if scratch:
+                self._ctx.kv_cache_seq_rm(self._scratch_seq, -1, -1)
+
+    def _pair_outputs(self) -> bool:
+        """Give every micro-batch with logits at least two output rows.
+
+        llama.cpp computes the output layer of a one-row micro-batch on another kernel than that of a larger
+        one, with other rounding; pairing keeps a token's logits the same however it was batched. A lone token
+        gets a throw-away partner in a scratch sequence. Returns True if one was added."""
+        batch = self._batch.batch
+        n, step = batch.n_tokens, self.n_ubatch
+        for start in range(0, n, step):
+            end = min(start + step, n)
+            outputs = [i for i in range(start, end) if batch.logits[i]]
+            if len(outputs) != 1:
+                continue
+            other = next((i for i in range(start, end) if not batch.logits[i]), None)
+            if other is not None:
+                batch.logits[other] = True
+            else:  # a lone token: the last micro-batch, since the others are full
+                _put(batch, n, 0, 0, self._scratch_seq, True)
+                batch.n_tokens = n + 1
+                return True
+        return False
 
     def _forget(self) -> None:
         self._ctx.kv_cache_clear()
@@ -256,6 +307,19 @@ class LlamaEngine(Engine):
         ptr = self._ctx.get_logits_ith(index)
         return np.ctypeslib.as_array(ptr, shape=(self._n_vocab,)).astype(np.float32)
 
+    def _log_softmax_at(self, index: int) -> np.ndarray:
+        return _log_softmax(self._logits(index))
+
+    # -- batching -------------------------------------------------------------------------------
+
+    def run_requests(self, requests):
+        """Keep up to `slots` requests in flight in one batch (see llama_batch); one at a time if slots is 1."""
+        if self.slots <= 1:
+            return super().run_requests(requests)
+        from mental_edge.engine.llama_batch import Batcher
+
+        return Batcher(self).run(requests)
+
     # -- scoring --------------------------------------------------------------------------------
 
     def score(self, prompt: Sequence[int], continuations: Sequence[Sequence[int]]) -> list[float]:
@@ -263,7 +327,7 @@ class LlamaEngine(Engine):
         if len(prompt) + longest > self.n_ctx:
             raise ContextOverflow(f"prompt and answer need {len(prompt) + longest} tokens; the context holds {self.n_ctx}")
         self._ingest(prompt)
-        first = _log_softmax(self._logits(-1))
+        first = _log_softmax(self._logits(self._last))
         scores = [float(first[c[0]]) if c else 0.0 for c in continuations]
         for group in self._score_groups(continuations):
             self._score_group(len(prompt), group, continuations, scores)
@@ -333,14 +397,14 @@ class LlamaEngine(Engine):
                 if len(self._cached) >= self.n_ctx:
                     gen.finish_reason = "context"
                     break
-                token = sampler.sample(self._ctx, -1)
+                token = sampler.sample(self._ctx, self._last)
                 if self.is_end(token):
                     gen.finish_reason = "stop"
                     break
                 self._append(token)
                 gen.generated_tokens += 1
                 held += decoder.decode(self._piece(token))
-                out, held, stopped = _cut_at_stop(held, stop)
+                out, held, stopped = cut_at_stop(held, stop)
                 if out:
                     yield out
                 if stopped:
@@ -379,7 +443,15 @@ class LlamaEngine(Engine):
         self._model.close()
 
 
-def _cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, str, bool]:
+def _put(batch, n: int, token: int, pos: int, seq: int, logits: bool) -> None:
+    batch.token[n] = token
+    batch.pos[n] = pos
+    batch.n_seq_id[n] = 1
+    batch.seq_id[n][0] = seq
+    batch.logits[n] = logits
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, str, bool]:
     """Split streamed text into (safe to emit, held back, stopped)."""
     for s in stop:
         at = text.find(s)

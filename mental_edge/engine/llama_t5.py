@@ -22,7 +22,7 @@ from llama_cpp import _internals
 
 from mental_edge.engine.base import Engine, Generation, ModelInfo, Sampling, Segment, Seq2SeqPrompt
 from mental_edge.engine.llama import (
-    FILE_TYPES, ContextOverflow, LlamaEngine, _cut_at_stop, _log_softmax, check_gguf, default_gpu_layers,
+    FILE_TYPES, ContextOverflow, LlamaEngine, cut_at_stop, _log_softmax, check_gguf, default_gpu_layers,
     default_threads,
 )
 from mental_edge.errors import MentalEdgeError
@@ -189,7 +189,7 @@ class LlamaT5Engine(LlamaEngine):
                 decoded.append(token)
                 gen.generated_tokens += 1
                 held += utf8.decode(self._piece(token))
-                out, held, stopped = _cut_at_stop(held, stop)
+                out, held, stopped = cut_at_stop(held, stop)
                 if out:
                     yield out
                 if stopped:

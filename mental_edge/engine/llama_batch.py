@@ -1,0 +1,293 @@
+"""Continuous batching on llama.cpp: several requests in flight in one context.
+
+Each step builds one batch holding, for every busy slot, either the next chunk of its prompt or the next token
+of its answer, plus the candidate answers of slots being scored (each on a copy of its slot's prompt cache, so
+the prompt is read once). A new request is admitted as soon as a slot and room in the cache are free, and
+starts from the longest prefix any slot already holds (the tasks of one post share the post).
+
+On a CPU the gain comes from generation: one pass over the weights serves every slot's next token.
+"""
+
+from __future__ import annotations
+
+import codecs
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from mental_edge.engine.base import Request
+from mental_edge.engine.llama import _put, cut_at_stop
+from mental_edge.errors import MentalEdgeError
+
+FOLLOW_ROOM = 64  # cache cells kept for the tokens appended after scoring (answer sentence + "Reasoning:")
+
+
+@dataclass(eq=False)
+class _Slot:
+    seq: int
+    tokens: list[int] = field(default_factory=list)  # what the cache holds for this sequence
+    req: Request | None = None
+    phase: str = "idle"  # ingest -> score -> ingest (follow) -> generate
+    pending: list[int] = field(default_factory=list)  # tokens still to feed
+    need: int = 0  # cache cells reserved for this request
+    first: np.ndarray | None = None  # log-probabilities after the prompt's last token
+    sampler: object = None
+    decoder: object = None
+    held: str = ""
+    generated: int = 0
+    text: list[str] = field(default_factory=list)
+
+
+class Batcher:
+    def __init__(self, engine):
+        self.e = engine
+        self.slots = [_Slot(seq=i) for i in range(engine.slots)]
+        self.temp_seqs = list(range(engine.slots, engine.slots + engine.score_seqs))
+
+    # -- admission ----------------------------------------------------------------------------------
+
+    def run(self, requests: Iterable[Request]) -> Iterator[Request]:
+        waiting = deque()
+        source = iter(requests)
+        self.e._forget()
+        try:
+            while True:
+                self._admit(source, waiting)
+                busy = [s for s in self.slots if s.req is not None]
+                if not busy:
+                    return
+                yield from self._step(busy)
+        finally:
+            for slot in self.slots:
+                if slot.sampler is not None:
+                    slot.sampler.close()
+            self.e._forget()
+
+    def _admit(self, source, waiting: deque) -> None:
+        while True:
+            idle = [s for s in self.slots if s.req is None]
+            if not idle:
+                return
+            if not waiting:
+                req = next(source, None)
+                if req is None:
+                    return
+                waiting.append(req)
+            req = waiting[0]
+            need = _need(req)
+            if need > self.e.n_cells:
+                raise MentalEdgeError(f"a request needs {need} tokens of cache; the cache holds {self.e.n_cells}")
+            if not self._make_room(need, idle, req.prompt):
+                return
+            waiting.popleft()
+            self._start(req, need, idle)
+
+    def _make_room(self, need: int, idle: list[_Slot], prompt: list[int]) -> bool:
+        """Free idle slots' caches (the least useful to this prompt first) until the request fits; False if
+        busy slots hold too much."""
+        def used():
+            return sum(s.need for s in self.slots if s.req is not None) + sum(len(s.tokens) for s in idle)
+
+        for slot in sorted(idle, key=lambda s: _common(s.tokens, prompt)):
+            if used() + need <= self.e.n_cells:
+                return True
+            self.e._ctx.kv_cache_seq_rm(slot.seq, -1, -1)
+            slot.tokens = []
+        return used() + need <= self.e.n_cells
+
+    def _start(self, req: Request, need: int, idle: list[_Slot]) -> None:
+        slot = max(idle, key=lambda s: _common(s.tokens, req.prompt))
+        self._load_prefix(slot, req.prompt)
+        slot.req, slot.need, slot.phase = req, need, "ingest"
+        slot.generated, slot.text, slot.held = 0, [], ""
+
+    def _load_prefix(self, slot: _Slot, prompt: list[int]) -> None:
+        """Keep or copy the longest cached prefix of `prompt`; queue the rest (at least the last token)."""
+        limit = len(prompt) - 1
+        own = min(_common(slot.tokens, prompt), limit)
+        donor = max(self.slots, key=lambda s: _common(s.tokens, prompt) if s is not slot else -1)
+        theirs = min(_common(donor.tokens, prompt), limit) if donor is not slot else 0
+        ctx = self.e._ctx
+        if theirs > own:
+            ctx.kv_cache_seq_rm(slot.seq, -1, -1)
+            ctx.kv_cache_seq_cp(donor.seq, slot.seq, 0, theirs)
+            own = theirs
+        else:
+            ctx.kv_cache_seq_rm(slot.seq, own, -1)
+        slot.tokens = list(prompt[:own])
+        slot.pending = list(prompt[own:])
+
+    # -- one step -----------------------------------------------------------------------------------
+
+    def _step(self, busy: list[_Slot]) -> Iterator[Request]:
+        budget = self.e.n_batch
+        parts = []  # (slot, kind, tokens, extra)
+        for slot in busy:  # answers first: one token each keeps every generation moving
+            if slot.phase == "generate":
+                parts.append((slot, "token", slot.pending, None))
+                budget -= 1
+        free_temps = list(self.temp_seqs)
+        for slot in busy:
+            if slot.phase == "ingest" and budget > 0:
+                chunk = slot.pending[:budget]
+                parts.append((slot, "ingest", chunk, None))
+                budget -= len(chunk)
+            elif slot.phase == "score":
+                scored = self._plan_scoring(slot, budget, free_temps)
+                if scored is not None:
+                    parts.append(scored)
+                    budget -= sum(len(t) for _, t in scored[3])
+        if not parts:
+            raise MentalEdgeError("the batch could not make progress (n_batch too small for the candidates)")
+        index = self._decode(parts)
+        yield from self._advance(parts, index)
+
+    def _plan_scoring(self, slot: _Slot, budget: int, free_temps: list[int]):
+        """Candidates longer than one token each go on a copy of the slot's cache, in one batch."""
+        conts = [(i, c[:-1]) for i, c in enumerate(slot.req.candidates) if len(c) > 1]
+        size = sum(len(t) for _, t in conts)
+        if len(conts) > len(free_temps) or size > budget:
+            if len(conts) > len(self.temp_seqs) or size > self.e.n_batch:
+                raise MentalEdgeError("too many or too long candidate answers for one batch")
+            return None
+        placed = []
+        for i, toks in conts:
+            seq = free_temps.pop()
+            self.e._ctx.kv_cache_seq_cp(slot.seq, seq, 0, len(slot.tokens))
+            placed.append(((i, seq), toks))
+        return (slot, "score", None, placed)
+
+    def _decode(self, parts) -> dict:
+        """Fill one batch; returns where each part's logits sit."""
+        batch = self.e._batch.batch
+        n = 0
+        index = {}
+        for slot, kind, tokens, extra in parts:
+            if kind == "score":
+                for (i, seq), toks in extra:
+                    index[(id(slot), i)] = n
+                    for j, tok in enumerate(toks):
+                        _put(batch, n, tok, len(slot.tokens) + j, seq, True)
+                        n += 1
+                continue
+            for j, tok in enumerate(tokens):
+                last = j == len(tokens) - 1
+                want = last and (kind == "token" or len(tokens) == len(slot.pending))
+                _put(batch, n, tok, len(slot.tokens) + j, slot.seq, want)
+                n += 1
+            index[id(slot)] = n - 1
+        batch.n_tokens = n
+        self.e._run_batch()
+        return index
+
+    def _advance(self, parts, index) -> Iterator[Request]:
+        for slot, kind, tokens, extra in parts:
+            if kind == "score":
+                if self._finish_scoring(slot, extra, index):
+                    yield self._finish(slot)
+                continue
+            slot.tokens.extend(tokens)
+            del slot.pending[: len(tokens)]
+            if kind == "ingest" and slot.pending:
+                continue
+            done = self._after_logits(slot, index[id(slot)])
+            if done:
+                yield self._finish(slot)
+
+    def _after_logits(self, slot: _Slot, at: int) -> bool:
+        """The slot's last fed token has logits at batch index `at`: move it on. True when the request is done."""
+        req = slot.req
+        if slot.phase == "ingest" and req.candidates and req.scores is None:
+            slot.first = self.e._log_softmax_at(at)
+            req.scores = [float(slot.first[c[0]]) for c in req.candidates]
+            if any(len(c) > 1 for c in req.candidates):
+                slot.phase = "score"
+                return False
+            return self._follow(slot, at)
+        if slot.phase == "ingest" and req.scores is None:
+            req.scores = []
+            return self._follow(slot, at)
+        if slot.phase == "ingest":  # the follow-up prompt is read: start generating
+            self._start_generating(slot)
+        return self._sample(slot, at)
+
+    def _start_generating(self, slot: _Slot) -> None:
+        slot.phase = "generate"
+        slot.sampler = self.e._sampler(slot.req.sampling)
+        slot.decoder = codecs.getincrementaldecoder("utf-8")("replace")
+
+    def _finish_scoring(self, slot: _Slot, placed, index) -> bool:
+        req = slot.req
+        for (i, seq), toks in placed:
+            start = index[(id(slot), i)]
+            cont = req.candidates[i]
+            for j in range(1, len(cont)):
+                req.scores[i] += float(self.e._log_softmax_at(start + j - 1)[cont[j]])
+            self.e._ctx.kv_cache_seq_rm(seq, -1, -1)
+        return self._follow(slot, None)
+
+    def _follow(self, slot: _Slot, at: int | None) -> bool:
+        """Scores are in: go on to the follow-up prompt, or finish. `at`: where the cached prompt's logits sit,
+        if they are still in the batch (a follow-up prompt equal to the prompt is then not read again)."""
+        req = slot.req
+        if req.follow is None:
+            return True
+        prompt = list(req.follow(req.scores))
+        if len(prompt) > self.e.n_ctx:
+            raise MentalEdgeError(f"the prompt has {len(prompt)} tokens; the context holds {self.e.n_ctx}")
+        if at is not None and prompt == slot.tokens:
+            self._start_generating(slot)
+            return self._sample(slot, at)
+        self._load_prefix(slot, prompt)
+        slot.phase = "ingest"
+        return False
+
+    def _sample(self, slot: _Slot, at: int) -> bool:
+        req = slot.req
+        if len(slot.tokens) >= self.e.n_ctx:
+            req.finish_reason = "context"
+            return True
+        token = slot.sampler.sample(self.e._ctx, at)
+        if self.e.is_end(token):
+            req.finish_reason = "stop"
+            return True
+        slot.generated += 1
+        slot.held += slot.decoder.decode(self.e._piece(token))
+        out, slot.held, stopped = cut_at_stop(slot.held, req.stop)
+        slot.text.append(out)
+        if stopped:  # the stop text and what follows it are dropped
+            req.finish_reason, slot.decoder = "stop", None
+            return True
+        if slot.generated >= req.max_tokens:
+            req.finish_reason = "length"
+            return True
+        slot.pending = [token]
+        return False
+
+    def _finish(self, slot: _Slot) -> Request:
+        req = slot.req
+        if slot.decoder is not None:
+            slot.text.append(slot.held + slot.decoder.decode(b"", final=True))
+        req.text = "".join(slot.text)
+        if slot.sampler is not None:
+            slot.sampler.close()
+        slot.req, slot.sampler, slot.decoder, slot.phase, slot.pending, slot.need = None, None, None, "idle", [], 0
+        return req
+
+
+def _common(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _need(req: Request) -> int:
+    """Cache cells a request may occupy at its largest."""
+    scoring = sum(max(len(c) - 1, 0) for c in req.candidates)
+    follow = FOLLOW_ROOM if req.follow is not None and req.candidates else 0
+    return len(req.prompt) + scoring + follow + (req.max_tokens if req.follow is not None else 0)
