@@ -127,7 +127,10 @@ class LlamaEngine(Engine):
         per_token = max(2 * 2 * layers * kv_heads * head_dim, 1)  # keys and values, f16
         if self.slots <= 1:
             return self.n_ctx
-        return max(self.n_ctx, min(self.n_ctx * self.slots, KV_BUDGET // per_token))
+        # a unified cache longer than the training context makes llama.cpp warn of overflow (no sequence
+        # here goes past n_ctx), so stay within it
+        ceiling = max(self.n_ctx, self._model.n_ctx_train())
+        return max(self.n_ctx, min(self.n_ctx * self.slots, KV_BUDGET // per_token, ceiling))
 
     @staticmethod
     def _load_model(path: Path, gpu_layers: int):
