@@ -18,9 +18,12 @@ def model_options(func):
     @click.option("--ctx", "n_ctx", type=click.IntRange(min=64), default=None, help="Context size in tokens (default 2048, at most the model's).")
     @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (default: all available).")
     @click.option("--gpu-layers", type=int, default=None, help="Layers offloaded to the GPU (default: all when llama.cpp has a GPU backend, else none).")
+    @click.option("--slots", type=click.IntRange(min=1, max=64), default=None, help="Requests kept in flight at once (default 4; 1 is the strict one-at-a-time path).")
+    @click.option("--sequential", is_flag=True, help="One request at a time (the same as --slots 1).")
     @functools.wraps(func)
-    def wrapper(*args, model, n_ctx, threads, gpu_layers, **kwargs):
-        opts = {"model": model, "n_ctx": n_ctx, "threads": threads, "gpu_layers": gpu_layers}
+    def wrapper(*args, model, n_ctx, threads, gpu_layers, slots, sequential, **kwargs):
+        opts = {"model": model, "n_ctx": n_ctx, "threads": threads, "gpu_layers": gpu_layers,
+                "slots": 1 if sequential else slots}
         return func(*args, model_opts=opts, **kwargs)
 
     return wrapper
@@ -39,7 +42,7 @@ def sampling_options(func):
     return wrapper
 
 
-def open_engine(model: str | None, n_ctx=None, threads=None, gpu_layers=None) -> Engine:
+def open_engine(model: str | None, n_ctx=None, threads=None, gpu_layers=None, slots=None) -> Engine:
     """Load a model by store name or path; with no name, the store's only model."""
     entry = None
     if model is None:
@@ -51,7 +54,8 @@ def open_engine(model: str | None, n_ctx=None, threads=None, gpu_layers=None) ->
     else:
         path = store.resolve_model(model)
         entry = store.find_model(model) if not _is_path(model) else None
-    engine = load_engine(path, n_ctx=n_ctx, threads=threads, gpu_layers=gpu_layers, name=entry.name if entry else None)
+    engine = load_engine(path, n_ctx=n_ctx, threads=threads, gpu_layers=gpu_layers, slots=slots,
+                         name=entry.name if entry else None)
     if entry is not None and entry.sha256:
         engine.info.sha256 = entry.sha256  # the store hashed the file once; no need to read gigabytes again
     return engine

@@ -24,7 +24,7 @@ _logger.set_verbose(False)  # llama.cpp's own chatter goes nowhere unless asked
 
 DEFAULT_CTX = 2048  # the published MentaLLaMA evaluation used max_length=2048 (prompt + answer)
 SCORE_SEQS = 16  # sequences available for scoring candidates side by side
-DEFAULT_SLOTS = 8  # requests in flight when batching
+DEFAULT_SLOTS = 4  # requests in flight when batching (the cache's attention cost grows with all slots' tokens)
 KV_BUDGET = 1 << 30  # bytes of cache the batching may use beyond one sequence's context (f16 keys and values)
 # llama.cpp's CPU kernels take another code path (other rounding) for larger micro-batches, so that a token's
 # logits would depend on how the tokens around it were split: on a cached prefix, on the other posts in the
