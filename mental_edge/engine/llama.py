@@ -467,3 +467,15 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, str, bool]:
                 hold = max(hold, k)
                 break
     return text[: len(text) - hold], text[len(text) - hold :], False
+
+
+def system_info() -> dict:
+    """What this llama.cpp build can do (for `mental-edge doctor`)."""
+    return {
+        "version": llama_cpp.__version__,
+        "system_info": llama_cpp.llama_print_system_info().decode("utf-8", "replace").strip(),
+        "gpu_offload": bool(llama_cpp.llama_supports_gpu_offload()),
+        "default_gpu_layers": default_gpu_layers(),
+        "default_threads": default_threads(),
+        "mmap": bool(llama_cpp.llama_supports_mmap()),
+    }
