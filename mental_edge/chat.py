@@ -23,7 +23,7 @@ from mental_edge.chat_input import LineReader
 from mental_edge.engine import Engine, Sampling, load_engine
 from mental_edge.errors import MentalEdgeError
 from mental_edge.io.files import atomic_write_text
-from mental_edge.store import HOW_TO_GET, list_models, resolve_model, store_home
+from mental_edge.store import default_model, model_path, resolve_model, store_home
 from mental_edge.tasks import load_tasks
 
 TRANSCRIPT_FORMAT = "mental-edge-chat-transcript/1"
@@ -364,20 +364,12 @@ def run_session(session: Session, reader: LineReader) -> None:
             session.notice("[interrupted]")
 
 
-def default_model() -> Path:
-    """The store's only (or first, by name) model."""
-    models = list_models()
-    if not models:
-        raise MentalEdgeError(f"the model store at {store_home()} holds no model: {HOW_TO_GET}, or give --model FILE")
-    return resolve_model(models[0].name)
-
-
 def chat(model: str | None = None, *, task: str | None = None, system: str | None = None, n_ctx: int | None = None,
          threads: int | None = None, country: str | None = None, history: bool = True) -> None:
     """Load a model and run a terminal session on it."""
-    path = resolve_model(model) if model else default_model()
+    path = resolve_model(model) if model else model_path(default_model())
     click.echo(f"Loading {path.name} ...", err=True)
-    engine = load_engine(path, n_ctx=n_ctx, threads=threads)
+    engine = load_engine(path, n_ctx=n_ctx, threads=threads, slots=1)  # a conversation is one sequence
     try:
         history_file = store_home() / "chat_history" if history else None
         session = Session(engine, system=system, task=task, country=country, history_file=history_file)

@@ -255,6 +255,17 @@ def resolve_model(name_or_path: str | os.PathLike) -> Path:
     )
 
 
+def default_model() -> ModelEntry:
+    """The store's model when it holds exactly one (commands then need no --model)."""
+    held = list_models()
+    if len(held) == 1:
+        return held[0]
+    if not held:
+        raise MentalEdgeError(f"the model store at {store_home()} holds no model: {HOW_TO_GET}, or give --model FILE")
+    names = ", ".join(e.name for e in held)
+    raise MentalEdgeError(f"the store holds several models ({names}): say which with --model NAME")
+
+
 def import_model(file: str | os.PathLike, name: str | None = None) -> ModelEntry:
     """Bring a GGUF file (or a CTranslate2 folder) into the store: hard-linked where possible, else copied."""
     src = Path(file).expanduser()

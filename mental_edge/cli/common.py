@@ -44,13 +44,9 @@ def sampling_options(func):
 
 def open_engine(model: str | None, n_ctx=None, threads=None, gpu_layers=None, slots=None) -> Engine:
     """Load a model by store name or path; with no name, the store's only model."""
-    entry = None
     if model is None:
-        held = store.list_models()
-        if len(held) != 1:
-            names = ", ".join(e.name for e in held) or "nothing"
-            raise MentalEdgeError(f"say which model with --model NAME|PATH (the store holds: {names}); {store.HOW_TO_GET}")
-        entry, path = held[0], store.model_path(held[0])
+        entry = store.default_model()
+        path = store.model_path(entry)
     else:
         path = store.resolve_model(model)
         entry = store.find_model(model) if not _is_path(model) else None

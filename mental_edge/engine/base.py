@@ -118,10 +118,12 @@ class Request:
     stop: tuple[str, ...] = ()
     tag: object = None  # the caller's, carried along
     meta: object = None  # the caller's, carried along
-    on_text: object = None  # Callable[[str], None]: generated text as it streams (one-at-a-time runs only)
+    on_text: object = None  # Callable[[str], None]: generated text as it streams
+    cancelled: bool = False  # set (from any thread) to stop generating at the next token (batched runs)
     scores: list[float] | None = None  # filled in: log-probability of each candidate
     text: str = ""  # filled in: the generated text
-    finish_reason: str | None = None
+    finish_reason: str | None = None  # "stop", "length", "context" or "cancelled"
+    generated_tokens: int = 0  # filled in: tokens generated
 
 
 class Engine(ABC):
@@ -147,6 +149,7 @@ class Engine(ABC):
                         req.on_text(piece)
                 req.text = "".join(pieces)
                 req.finish_reason = gen.finish_reason
+                req.generated_tokens = gen.generated_tokens
             yield req
 
     @abstractmethod

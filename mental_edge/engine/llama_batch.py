@@ -6,6 +6,10 @@ the prompt is read once). A new request is admitted as soon as a slot and room i
 starts from the longest prefix any slot already holds (the tasks of one post share the post).
 
 On a CPU the gain comes from generation: one pass over the weights serves every slot's next token.
+
+`run` ends when its source of requests is exhausted. A source that never ends (a server's queue) yields `IDLE`
+when nothing is waiting while slots are busy, and blocks while none is; a request's `on_text` gets its text as it
+is generated, and setting its `cancelled` stops it at its next token.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from mental_edge.engine.llama import _put, cut_at_stop
 from mental_edge.errors import MentalEdgeError
 
 FOLLOW_ROOM = 64  # cache cells kept for the tokens appended after scoring (answer sentence + "Reasoning:")
+IDLE = object()  # from a source of requests: nothing is waiting now (the busy slots go on)
 
 
 @dataclass(eq=False)
@@ -45,6 +50,9 @@ class Batcher:
         self.e = engine
         self.slots = [_Slot(seq=i) for i in range(engine.slots)]
         self.temp_seqs = list(range(engine.slots, engine.slots + engine.score_seqs))
+        self.busy = 0  # slots holding a request in the last step
+        self.peak_busy = 0  # the most at once so far
+        self._ended = False
 
     # -- admission ----------------------------------------------------------------------------------
 
@@ -56,8 +64,11 @@ class Batcher:
             while True:
                 self._admit(source, waiting)
                 busy = [s for s in self.slots if s.req is not None]
+                self.busy, self.peak_busy = len(busy), max(self.peak_busy, len(busy))
                 if not busy:
-                    return
+                    if self._ended:
+                        return
+                    continue  # the source said IDLE with nothing busy: it blocks on the next call
                 yield from self._step(busy)
         finally:
             for slot in self.slots:
@@ -73,6 +84,9 @@ class Batcher:
             if not waiting:
                 req = next(source, None)
                 if req is None:
+                    self._ended = True
+                    return
+                if req is IDLE:
                     return
                 waiting.append(req)
             req = waiting[0]
@@ -249,6 +263,9 @@ class Batcher:
         if len(slot.tokens) >= self.e.n_ctx:
             req.finish_reason = "context"
             return True
+        if req.cancelled:
+            req.finish_reason = "cancelled"
+            return True
         token = slot.sampler.sample(self.e._ctx, at)
         if self.e.is_end(token):
             req.finish_reason = "stop"
@@ -257,6 +274,8 @@ class Batcher:
         slot.held += slot.decoder.decode(self.e._piece(token))
         out, slot.held, stopped = cut_at_stop(slot.held, req.stop)
         slot.text.append(out)
+        if out and req.on_text is not None:
+            req.on_text(out)
         if stopped:  # the stop text and what follows it are dropped
             req.finish_reason, slot.decoder = "stop", None
             return True
@@ -269,8 +288,12 @@ class Batcher:
     def _finish(self, slot: _Slot) -> Request:
         req = slot.req
         if slot.decoder is not None:
-            slot.text.append(slot.held + slot.decoder.decode(b"", final=True))
+            rest = slot.held + slot.decoder.decode(b"", final=True)
+            slot.text.append(rest)
+            if rest and req.on_text is not None:
+                req.on_text(rest)
         req.text = "".join(slot.text)
+        req.generated_tokens = slot.generated
         if slot.sampler is not None:
             slot.sampler.close()
         slot.req, slot.sampler, slot.decoder, slot.phase, slot.pending, slot.need = None, None, None, "idle", [], 0
