@@ -50,9 +50,13 @@ class Batcher:
         self.e = engine
         self.slots = [_Slot(seq=i) for i in range(engine.slots)]
         self.temp_seqs = list(range(engine.slots, engine.slots + engine.score_seqs))
-        self.busy = 0  # slots holding a request in the last step
-        self.peak_busy = 0  # the most at once so far
+        self.peak_busy = 0  # the most slots busy at once so far
         self._ended = False
+
+    @property
+    def busy(self) -> int:
+        """Slots holding a request now (admitted ones included)."""
+        return sum(s.req is not None for s in self.slots)
 
     # -- admission ----------------------------------------------------------------------------------
 
@@ -64,7 +68,7 @@ class Batcher:
             while True:
                 self._admit(source, waiting)
                 busy = [s for s in self.slots if s.req is not None]
-                self.busy, self.peak_busy = len(busy), max(self.peak_busy, len(busy))
+                self.peak_busy = max(self.peak_busy, len(busy))
                 if not busy:
                     if self._ended:
                         return
