@@ -1,0 +1,196 @@
+"""`/v1/analyze` (the records `mental-edge analyze` writes) and OpenAI's `/v1/chat/completions` and
+`/v1/completions`, with streaming as server-sent events."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+
+from fastapi import APIRouter, Request as HttpRequest
+from fastapi.concurrency import run_in_threadpool
+from sse_starlette.sse import EventSourceResponse
+
+from mental_edge.analysis import Analyzer
+from mental_edge.chat_format import Message, chat_format_for
+from mental_edge.engine import Request
+from mental_edge.io.readers import _make_row  # the readers' own row rules: empty posts flagged, ids printable
+from mental_edge.runner import run_analysis
+from mental_edge.serve.app import ApiError
+from mental_edge.serve.schemas import AnalyzeRequest, ChatRequest, CompletionRequest, Post
+from mental_edge.serve.worker import SharedEngine, TimedOut
+from mental_edge.tasks import load_tasks
+
+router = APIRouter(prefix="/v1")
+FINISH = {"stop": "stop", "length": "length", "context": "length", "cancelled": "stop"}
+
+
+@router.post("/analyze")
+def analyze(body: AnalyzeRequest, http: HttpRequest):
+    """Label posts for tasks: one record per post and task, as `mental-edge analyze` writes them."""
+    worker, settings = http.app.state.worker, http.app.state.settings
+    rows = []
+    for n, post in enumerate(body.posts, 1):
+        row_id, text = (post.id, post.text) if isinstance(post, Post) else (str(n), post)
+        _check_length(text, f"posts[{n - 1}]", settings.max_post_chars)
+        rows.append(_make_row(row_id, text, "request", n))
+    engine = SharedEngine(worker, settings.timeout)
+    analyzer = Analyzer(engine, explain=body.explain, free=body.free, max_tokens=body.max_tokens,
+                        sampling=body.sampling(), prompt_format=body.prompt_format)
+    taskset = _taskset(http)
+    language = "zh" if engine.info.architecture == "chatglm" else "en"
+    tasks = [t for name in dict.fromkeys(body.tasks) for t in taskset.get(name, language=language)]
+    records: list[dict] = []
+    run_analysis(analyzer, rows, list(dict.fromkeys(tasks)), write=records.append)
+    return {"records": records}
+
+
+@router.post("/chat/completions")
+async def chat_completions(body: ChatRequest, http: HttpRequest):
+    """OpenAI-compatible chat, laid out by the model's own chat template (message text never becomes a
+    control token)."""
+    settings = http.app.state.settings
+    for i, m in enumerate(body.messages):
+        _check_length(m.content, f"messages[{i}].content", settings.max_post_chars)
+    engine = http.app.state.worker.engine
+    fmt = _chat_format(http)
+    messages = [Message(m.role, m.content) for m in body.messages]
+    prompt = await run_in_threadpool(fmt.tokens, engine, messages)
+    req = _generation(engine, prompt, body.max_tokens, body, stop=body.stops() + tuple(fmt.stop))
+    return await _respond(http, req, body.stream, "chat.completion", engine.info.name)
+
+
+@router.post("/completions")
+async def completions(body: CompletionRequest, http: HttpRequest):
+    """OpenAI-compatible raw completion of the prompt (BOS as the model file says, no template), as
+    `mental-edge generate`."""
+    _check_length(body.prompt, "prompt", http.app.state.settings.max_post_chars)
+    engine = http.app.state.worker.engine
+    prompt = await run_in_threadpool(engine.tokenize, body.prompt, add_bos=engine.info.add_bos)
+    req = _generation(engine, prompt, body.max_tokens, body, stop=body.stops())
+    return await _respond(http, req, body.stream, "text_completion", engine.info.name)
+
+
+# -- helpers ----------------------------------------------------------------------------------------
+
+
+def _check_length(text: str, field: str, limit: int) -> None:
+    if len(text) > limit:
+        raise ApiError(413, f"{field}: {len(text)} characters; this server takes at most {limit}")
+
+
+def _taskset(http):
+    state = http.app.state
+    if getattr(state, "taskset", None) is None:
+        state.taskset = load_tasks()
+    return state.taskset
+
+
+def _chat_format(http):
+    state = http.app.state
+    if getattr(state, "chat_format", None) is None:
+        state.chat_format = chat_format_for(state.worker.engine)
+    return state.chat_format
+
+
+def _generation(engine, prompt: list[int], max_tokens: int | None, body, stop) -> Request:
+    """A request that reads the prompt and generates (no candidates; the follow-up prompt is the prompt)."""
+    if len(prompt) >= engine.n_ctx:
+        raise ApiError(400, f"the prompt has {len(prompt)} tokens; the context holds {engine.n_ctx}")
+    if not prompt:
+        raise ApiError(400, "the prompt is empty")
+    room = engine.n_ctx - len(prompt)
+    asked = body.stops()
+    if len(asked) > 4 or any(len(s) > 200 for s in asked):
+        raise ApiError(400, "stop: at most 4 strings of at most 200 characters")
+    return Request(prompt=prompt, follow=lambda scores: prompt, max_tokens=min(max_tokens or room, room),
+                   sampling=body.sampling(), stop=stop)
+
+
+async def _respond(http, req: Request, stream: bool, kind: str, model: str):
+    events = _events(http.app.state.worker, req, http.app.state.settings.timeout, stream)
+    shape = _Shape(kind, model, len(req.prompt))
+    if not stream:
+        async for event, value in events:
+            if event == "done":
+                return shape.whole(value)
+        raise AssertionError("unreachable: the worker always ends a job")  # pragma: no cover
+
+    async def sse():
+        if kind == "chat.completion":
+            yield {"data": json.dumps(shape.chunk(role=True))}
+        try:
+            async for event, value in events:
+                yield {"data": json.dumps(shape.chunk(text=value) if event == "text" else shape.chunk(done=value))}
+        except (TimedOut, ApiError) as exc:
+            yield {"data": json.dumps({"error": {"message": str(exc), "type": "server_error"}})}
+        yield {"data": "[DONE]"}
+
+    return EventSourceResponse(sse(), ping=15)
+
+
+def _events(worker, req: Request, timeout: float, stream: bool):
+    """Submit now (a full queue answers 503 at once); then an async iterator of ("text", piece) and finally
+    ("done", request). Leaving it early cancels the request."""
+    loop = asyncio.get_running_loop()
+    inbox: asyncio.Queue = asyncio.Queue()
+
+    def emit(kind, value):
+        try:
+            loop.call_soon_threadsafe(inbox.put_nowait, (kind, value))
+        except RuntimeError:  # the loop is gone
+            req.cancelled = True
+
+    if stream:
+        req.on_text = lambda piece: emit("text", piece)
+    worker.submit(req, emit)
+    return _drain(inbox, req, loop.time() + timeout, timeout)
+
+
+async def _drain(inbox: asyncio.Queue, req: Request, deadline: float, timeout: float):
+    loop = asyncio.get_running_loop()
+    try:
+        while True:
+            try:
+                kind, value = await asyncio.wait_for(inbox.get(), max(deadline - loop.time(), 0.001))
+            except asyncio.TimeoutError:
+                raise TimedOut(f"the request took longer than {timeout:g} s") from None
+            if kind == "error":
+                raise ApiError(400, value)
+            yield kind, value
+            if kind == "done":
+                return
+    finally:
+        req.cancelled = True
+
+
+class _Shape:
+    """OpenAI's response objects for one request."""
+
+    def __init__(self, kind: str, model: str, prompt_tokens: int):
+        self.kind, self.model, self.prompt_tokens = kind, model, prompt_tokens
+        self.id = ("chatcmpl-" if kind == "chat.completion" else "cmpl-") + uuid.uuid4().hex[:24]
+        self.created = int(time.time())
+
+    def _head(self, obj: str) -> dict:
+        return {"id": self.id, "object": obj, "created": self.created, "model": self.model}
+
+    def whole(self, req: Request) -> dict:
+        reason = FINISH.get(req.finish_reason, "stop")
+        if self.kind == "chat.completion":
+            choice = {"index": 0, "message": {"role": "assistant", "content": req.text}, "finish_reason": reason}
+        else:
+            choice = {"index": 0, "text": req.text, "logprobs": None, "finish_reason": reason}
+        usage = {"prompt_tokens": self.prompt_tokens, "completion_tokens": req.generated_tokens,
+                 "total_tokens": self.prompt_tokens + req.generated_tokens}
+        return {**self._head(self.kind), "choices": [choice], "usage": usage}
+
+    def chunk(self, text: str | None = None, role: bool = False, done: Request | None = None) -> dict:
+        reason = FINISH.get(done.finish_reason, "stop") if done is not None else None
+        if self.kind == "chat.completion":
+            delta = {"role": "assistant", "content": ""} if role else {"content": text} if text else {}
+            choice = {"index": 0, "delta": delta, "finish_reason": reason}
+            return {**self._head("chat.completion.chunk"), "choices": [choice]}
+        choice = {"index": 0, "text": text or "", "logprobs": None, "finish_reason": reason}
+        return {**self._head("text_completion"), "choices": [choice]}
