@@ -66,6 +66,14 @@ def run_analysis(
     return summary
 
 
+def work_left(row: InputRow, tasks: Sequence[Task], taskset: TaskSet | None = None,
+              done: set[tuple[str, str]] = frozenset()) -> tuple[bool, int]:
+    """Whether `run_analysis` would still write a record for `row`, and how many of its records `done` holds
+    (for a driver that sends out only the rows with work left: distributed.py)."""
+    plan = _plan(row, tasks, taskset, done)
+    return bool(plan.todo) or (plan.flag is not None and not plan.skipped), plan.skipped
+
+
 @dataclass
 class _RowPlan:
     row: InputRow

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from contextlib import nullcontext
 from pathlib import Path
@@ -11,6 +12,7 @@ import click
 from mental_edge.analysis import DEFAULT_MAX_TOKENS, Analyzer
 from mental_edge.cli import main
 from mental_edge.cli.common import model_options, open_engine, sampling_options
+from mental_edge.distributed import RayAnalysis, model_spec
 from mental_edge.errors import MentalEdgeError
 from mental_edge.io.readers import input_files, is_imhi_file, read_file, read_input
 from mental_edge.io.records import RecordWriter
@@ -45,11 +47,15 @@ def analysis_options(func):
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Analyse at most N input rows.")
 @click.option("--text-column", default=None, help="Column holding the post (.csv/.jsonl).")
 @click.option("--id-column", default=None, help="Column holding the row id (.csv/.jsonl).")
+@click.option("--ray", "ray_address", default=None, metavar="ADDRESS",
+              help="Spread the posts over a Ray cluster (auto, HOST:PORT, ray://HOST:PORT; 'local' starts one here).")
+@click.option("--ray-workers", type=click.IntRange(min=1), default=None,
+              help="Engines on the Ray cluster (default: one per node).")
 @analysis_options
 @sampling_options
 @model_options
-def analyze(text, input_path, task_names, output, no_explain, resume, limit, text_column, id_column,
-            max_tokens, free, prompts_dir, prompt_format, sampling, model_opts):
+def analyze(text, input_path, task_names, output, no_explain, resume, limit, text_column, id_column, ray_address,
+            ray_workers, max_tokens, free, prompts_dir, prompt_format, sampling, model_opts):
     """Label posts for mental-health tasks, with probabilities and an explanation.
 
     The post comes from TEXT, --input FILE, or stdin (one post a line). For non-clinical research only.
@@ -60,23 +66,33 @@ def analyze(text, input_path, task_names, output, no_explain, resume, limit, tex
     imhi = input_path is not None and is_imhi_file(input_path)
     if not task_names and not imhi:
         raise MentalEdgeError("say which task with --task (e.g. --task DR, --task all)")
-    engine = open_engine(**model_opts)
-    analyzer = Analyzer(engine, explain=not no_explain, free=free, max_tokens=max_tokens,
-                        sampling=sampling, prompt_format=prompt_format)
-    language = "zh" if engine.info.architecture == "chatglm" else "en"
-    tasks = [t for name in task_names for t in taskset.get(name, language=language)]
-    rows = read_input(text, input_path, text_column=text_column, id_column=id_column)
-    total = _count_rows(input_path, text_column, id_column, limit)
-    writer = RecordWriter(output, resume=resume, fields=FIELDS) if output else None
-    with writer or nullcontext(), _progress(total, enabled=writer is not None) as bar:
-        summary = run_analysis(
-            analyzer, rows, tasks, taskset=taskset if imhi else None,
-            done=writer.done if writer else set(), write=writer.write if writer else _print_record,
-            limit=limit, on_row=bar.update if bar is not None else None,
-        )
+    if ray_workers and not ray_address:
+        raise MentalEdgeError("--ray-workers needs --ray ADDRESS")
+    settings = {"explain": not no_explain, "free": free, "max_tokens": max_tokens, "sampling": sampling,
+                "prompt_format": prompt_format}
+    cluster = RayAnalysis(ray_address, model_spec(**model_opts), settings, ray_workers) if ray_address else None
+    with cluster or nullcontext():
+        if cluster:
+            language, analyze_rows = cluster.language, cluster.run_analysis
+        else:
+            engine = open_engine(**model_opts)
+            language = "zh" if engine.info.architecture == "chatglm" else "en"
+            analyze_rows = functools.partial(run_analysis, Analyzer(engine, **settings))
+        tasks = [t for name in task_names for t in taskset.get(name, language=language)]
+        rows = read_input(text, input_path, text_column=text_column, id_column=id_column)
+        total = _count_rows(input_path, text_column, id_column, limit)
+        writer = RecordWriter(output, resume=resume, fields=FIELDS) if output else None
+        with writer or nullcontext(), _progress(total, enabled=writer is not None) as bar:
+            summary = analyze_rows(
+                rows, tasks, taskset=taskset if imhi else None,
+                done=writer.done if writer else set(), write=writer.write if writer else _print_record,
+                limit=limit, on_row=bar.update if bar is not None else None,
+            )
     if writer:
         click.echo(f"{summary.records} records written to {output} ({summary.flagged} flagged, "
                    f"{summary.skipped} already there)", err=True)
+    if cluster:
+        click.echo(cluster.report(), err=True)
 
 
 @main.command("eval")
