@@ -1,0 +1,159 @@
+"""Single-task analysis with explanations, posts per minute: mental-edge batched and --sequential against
+(a) a plain llama-cpp-python loop (one greedy `create_completion` per post on the same GGUF) and (b) the published
+pipeline's way (transformers float32, left-padded batches of 8, greedy `generate`), on the same IMHI posts,
+threads and token budget.
+
+Two models:
+- smollm2: SmolLM2-135M-Instruct, real weights (the Q4_1 GGUF for mental-edge and the plain loop; for transformers
+  the bf16 checkpoint rebuilt from it, as tests/hf_fixtures.py does). It ends its explanations early, so reading
+  prompts dominates.
+- 1b: a synthetic 1B-shaped LLaMA (16 layers, hidden 2048, ffn 5632, 32 heads / 4 kv heads, LLaMA-2 vocabulary of
+  32000), random bf16 weights, converted with `mental-edge convert --outtype q8_0` (one file for us and the plain
+  loop). Random weights never choose the end token, so every explanation runs to the budget: generation dominates.
+
+mental-edge scores the task's label sentences, then explains after the chosen one (max-tokens of explanation); the
+plain loop and transformers generate a free answer of max-tokens. Targets: 1.5x (a) on SmolLM2, 2.5x (a) and
+3x (b) on the 1B shape.
+
+    python benchmarks/analysis_throughput.py [--model smollm2|1b|both] [--quick] [--posts N] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench_common import REPO, imhi_posts, load_line, smollm2
+from mental_edge.analysis import Analyzer
+from mental_edge.engine import load_engine
+from mental_edge.tasks import load_tasks
+
+WORK = Path(tempfile.gettempdir()) / "mental-edge-bench"
+ONE_B = dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=16, num_attention_heads=32,
+             num_key_value_heads=4, max_position_embeddings=2048)
+TARGETS = {"smollm2": {"plain loop": 1.5}, "1b": {"plain loop": 2.5, "transformers": 3.0}}
+
+
+# -- the models ---------------------------------------------------------------------------------------
+
+def smollm2_files() -> tuple[Path, Path]:
+    gguf_path = smollm2()
+    hf = WORK / "smollm2-hf"
+    if not (hf / "config.json").exists():
+        sys.path.insert(0, str(REPO / "tests"))
+        from hf_fixtures import gguf_to_hf_checkpoint
+
+        gguf_to_hf_checkpoint(gguf_path, hf)
+    return gguf_path, hf
+
+
+def one_b_files() -> tuple[Path, Path]:
+    """The synthetic 1B checkpoint (built once) and its Q8_0 GGUF (converted once)."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import convert_bench
+
+    hf, out = WORK / "llama-1b-hf", WORK / "llama-1b.Q8_0.gguf"
+    if not (hf / "model.safetensors.index.json").exists():
+        convert_bench.SHAPES["1b"] = ONE_B
+        convert_bench.build_checkpoint(hf, "1b")
+    if not out.exists():
+        subprocess.run([sys.executable, "-m", "mental_edge", "convert", str(hf), "-o", str(out),
+                        "--outtype", "q8_0"], check=True, stdout=subprocess.DEVNULL)
+    return out, hf
+
+
+# -- the contenders -------------------------------------------------------------------------------------
+
+def mental_edge_run(gguf: Path, posts, task, args, slots: int | None) -> float:
+    engine = load_engine(gguf, threads=args.threads, slots=slots, n_ctx=2048)
+    analyzer = Analyzer(engine, max_tokens=args.max_tokens)
+    list(analyzer.analyze_stream([(0, posts[0][:200], [task])]))  # warm-up
+    start = time.perf_counter()
+    n = sum(1 for _ in analyzer.analyze_stream((i, p, [task]) for i, p in enumerate(posts)))
+    elapsed = time.perf_counter() - start
+    engine.close()
+    assert n == len(posts)
+    return elapsed
+
+
+def plain_loop(gguf: Path, queries, args) -> float:
+    import llama_cpp
+
+    llm = llama_cpp.Llama(model_path=str(gguf), n_ctx=2048, n_threads=args.threads, n_threads_batch=args.threads,
+                          verbose=False)
+    llm.create_completion(queries[0][:200], max_tokens=1, temperature=0)  # warm-up
+    start = time.perf_counter()
+    for q in queries:
+        llm.create_completion(q, max_tokens=args.max_tokens, temperature=0.0)
+    elapsed = time.perf_counter() - start
+    llm.close()
+    return elapsed
+
+
+def transformers_batches(hf: Path, queries, args) -> float:
+    """The published MentaLLaMA evaluation's way: float32, left padding, batches of 8, greedy."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.set_num_threads(args.threads)
+    tok = AutoTokenizer.from_pretrained(hf, padding_side="left")
+    if tok.pad_token is None:
+        tok.pad_token = tok.unk_token or tok.eos_token
+    model = AutoModelForCausalLM.from_pretrained(hf, dtype=torch.float32).eval()
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for i in range(0, len(queries), 8):
+            batch = tok(queries[i : i + 8], return_tensors="pt", padding=True)
+            model.generate(**batch, max_new_tokens=args.max_tokens, do_sample=False, pad_token_id=tok.pad_token_id)
+    return time.perf_counter() - start
+
+
+# -- one model ------------------------------------------------------------------------------------------
+
+def bench(name: str, args) -> None:
+    gguf, hf = smollm2_files() if name == "smollm2" else one_b_files()
+    task = load_tasks().task("DR")
+    posts = imhi_posts("DR", args.posts)
+    queries = [task.render(p, "instruction") for p in posts]
+    print(f"\n== {name}: {gguf.name}, {len(posts)} DR posts, {args.max_tokens} tokens of explanation at most, "
+          f"{args.threads} threads; {load_line()}")
+    times = {}
+    times["mental-edge batched (4 slots)"] = mental_edge_run(gguf, posts, task, args, None)
+    times["mental-edge --sequential"] = mental_edge_run(gguf, posts, task, args, 1)
+    times["plain loop"] = plain_loop(gguf, queries, args)
+    if not args.skip_transformers:
+        times["transformers"] = transformers_batches(hf, queries, args)
+    ours = times["mental-edge batched (4 slots)"]
+    for who, seconds in times.items():
+        print(f"  {who:<32}{seconds:>8.1f} s {60 * len(posts) / seconds:>8.1f} posts/min"
+              f"   batched is {seconds / ours:.2f}x this")
+    for who, target in TARGETS[name].items():
+        if who in times:
+            got = times[who] / ours
+            print(f"  target {target}x over {who}: {'met' if got >= target else 'NOT met'} ({got:.2f}x)")
+    print(f"  ({load_line()} at the end)")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", choices=["smollm2", "1b", "both"], default="both")
+    ap.add_argument("--posts", type=int, default=None, help="IMHI DR posts (default 12, --quick 4)")
+    ap.add_argument("--max-tokens", type=int, default=None, help="default 48 for smollm2, 128 for 1b")
+    ap.add_argument("--threads", type=int, default=min(os.cpu_count() or 1, 2))
+    ap.add_argument("--quick", action="store_true", help="fewer posts and tokens: a few minutes")
+    ap.add_argument("--skip-transformers", action="store_true")
+    args = ap.parse_args()
+    for name in (["smollm2", "1b"] if args.model == "both" else [args.model]):
+        run = argparse.Namespace(**vars(args))
+        run.posts = args.posts or (4 if args.quick else 12)
+        run.max_tokens = args.max_tokens or ((48 if name == "smollm2" else 128) // (2 if args.quick else 1))
+        bench(name, run)
+
+
+if __name__ == "__main__":
+    main()
