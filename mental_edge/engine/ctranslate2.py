@@ -138,7 +138,7 @@ class CT2Engine(Engine):
                 "sampling_temperature": sampling.temperature}
 
     def _stream(self, source, target, max_tokens, sampling, stop, gen: Generation) -> Iterator[str]:
-        from mental_edge.engine.llama import cut_at_stop
+        from mental_edge.engine.llama import StopText
 
         gen.prompt_tokens = len(source)
         prefix = [self._bos, *self._pieces(target)]
@@ -147,7 +147,7 @@ class CT2Engine(Engine):
                                                  max_decoding_length=length, max_input_length=0,
                                                  **self._options(sampling))
         made: list[int] = []
-        shown, held = "", ""
+        shown, stream = "", StopText(stop)
         gen.finish_reason = "length" if length == len(prefix) + max_tokens else "context"
         try:
             for n, step in enumerate(steps):
@@ -161,15 +161,14 @@ class CT2Engine(Engine):
                 text = self.detokenize(made)
                 if text.endswith("\ufffd"):  # a character split across byte-level tokens: wait for the rest
                     continue
-                held += text[len(shown):]
+                out = stream.feed(text[len(shown):].encode("utf-8"))
                 shown = text
-                out, held, stopped = cut_at_stop(held, stop)
                 if out:
                     yield out
-                if stopped:
+                if stream.stopped:
                     gen.finish_reason = "stop"
                     return
-            rest = held + self.detokenize(made)[len(shown):]
+            rest = stream.flush() + self.detokenize(made)[len(shown):]
             if rest:
                 yield rest
         finally:

@@ -392,8 +392,7 @@ class LlamaEngine(Engine):
         gen.prompt_tokens = len(prompt)
         gen.reused_tokens = self._ingest(prompt)
         sampler = self._sampler(sampling)
-        decoder = codecs.getincrementaldecoder("utf-8")("replace")
-        held = ""  # text that may be the start of a stop string
+        text = StopText(stop)
         gen.finish_reason = "length"
         try:
             for _ in range(max_tokens):
@@ -406,16 +405,15 @@ class LlamaEngine(Engine):
                     break
                 self._append(token)
                 gen.generated_tokens += 1
-                held += decoder.decode(self._piece(token))
-                out, held, stopped = cut_at_stop(held, stop)
+                out = text.feed(self._piece(token))
                 if out:
                     yield out
-                if stopped:
+                if text.stopped:
                     gen.finish_reason = "stop"
                     return
-            held += decoder.decode(b"", final=True)
-            if held:
-                yield held
+            rest = text.flush()
+            if rest:
+                yield rest
         finally:
             sampler.close()
 
@@ -455,27 +453,39 @@ def _put(batch, n: int, token: int, pos: int, seq: int, logits: bool) -> None:
 
 
 def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, str, bool]:
-    """Split streamed text into (safe to emit, held back, stopped)."""
-    for s in stop:
-        at = text.find(s)
-        if at >= 0:
-            return text[:at], "", True
-    hold = 0
-    for s in stop:
-        for k in range(min(len(s) - 1, len(text)), 0, -1):
-            if text.endswith(s[:k]):
-                hold = max(hold, k)
-                break
-    return text[: len(text) - hold], text[len(text) - hold :], False
+    """Split streamed text into (safe to emit, held back, stopped); see StopText."""
+    probe = StopText(stop)
+    probe._held = text
+    out = probe.feed(b"")
+    return out, probe._held, probe.stopped
 
 
-def system_info() -> dict:
-    """What this llama.cpp build can do (for `mental-edge doctor`)."""
-    return {
-        "version": llama_cpp.__version__,
-        "system_info": llama_cpp.llama_print_system_info().decode("utf-8", "replace").strip(),
-        "gpu_offload": bool(llama_cpp.llama_supports_gpu_offload()),
-        "default_gpu_layers": default_gpu_layers(),
-        "default_threads": default_threads(),
-        "mmap": bool(llama_cpp.llama_supports_mmap()),
-    }
+class StopText:
+    """Token bytes in, text pieces out: whole UTF-8 characters only, and nothing of a stop string or after it
+    (text that may be the start of one is held back until it is clear)."""
+
+    def __init__(self, stop: Sequence[str] = ()):
+        self.stop = tuple(stop)
+        self.stopped = False
+        self._utf8 = codecs.getincrementaldecoder("utf-8")("replace")
+        self._held = ""
+
+    def feed(self, data: bytes) -> str:
+        self._held += self._utf8.decode(data)
+        for s in self.stop:
+            at = self._held.find(s)
+            if at >= 0:
+                self.stopped = True
+                out, self._held = self._held[:at], ""
+                return out
+        hold = max((k for s in self.stop for k in range(min(len(s) - 1, len(self._held)), 0, -1)
+                    if self._held.endswith(s[:k])), default=0)
+        out, self._held = self._held[: len(self._held) - hold], self._held[len(self._held) - hold:]
+        return out
+
+    def flush(self) -> str:
+        """What is left once generation ends without a stop string."""
+        if self.stopped:
+            return ""
+        rest, self._held = self._held + self._utf8.decode(b"", final=True), ""
+        return rest

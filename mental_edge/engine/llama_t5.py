@@ -22,7 +22,7 @@ from llama_cpp import _internals
 
 from mental_edge.engine.base import Engine, Generation, ModelInfo, Sampling, Segment, Seq2SeqPrompt
 from mental_edge.engine.llama import (
-    FILE_TYPES, ContextOverflow, LlamaEngine, cut_at_stop, _log_softmax, check_gguf, default_gpu_layers,
+    FILE_TYPES, ContextOverflow, LlamaEngine, StopText, _log_softmax, check_gguf, default_gpu_layers,
     default_threads,
 )
 from mental_edge.errors import MentalEdgeError
@@ -173,8 +173,7 @@ class LlamaT5Engine(LlamaEngine):
             raise ContextOverflow(f"the answer start has {len(target)} tokens; the decoder holds {self.n_ctx}")
         self._decode_parts([(0, decoded)], logits="last")
         sampler = self._sampler(sampling)
-        utf8 = codecs.getincrementaldecoder("utf-8")("replace")
-        held = ""
+        text = StopText(stop)
         gen.finish_reason = "length"
         try:
             for _ in range(max_tokens):
@@ -188,16 +187,15 @@ class LlamaT5Engine(LlamaEngine):
                 self._append(token, len(decoded))
                 decoded.append(token)
                 gen.generated_tokens += 1
-                held += utf8.decode(self._piece(token))
-                out, held, stopped = cut_at_stop(held, stop)
+                out = text.feed(self._piece(token))
                 if out:
                     yield out
-                if stopped:
+                if text.stopped:
                     gen.finish_reason = "stop"
                     return
-            held += utf8.decode(b"", final=True)
-            if held:
-                yield held
+            rest = text.flush()
+            if rest:
+                yield rest
         finally:
             sampler.close()
 
