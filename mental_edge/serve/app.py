@@ -33,6 +33,7 @@ class ApiError(Exception):
 
 def error_response(status: int, message: str, kind: str = "invalid_request_error") -> JSONResponse:
     """OpenAI's error shape, which its clients read."""
+    message = message.encode("utf-8", "backslashreplace").decode("utf-8")  # a lone surrogate echoed from input
     return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status_code=status)
 
 

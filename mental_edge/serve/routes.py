@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 import uuid
 
@@ -23,6 +24,7 @@ from mental_edge.serve.worker import SharedEngine, TimedOut
 from mental_edge.tasks import load_tasks
 
 router = APIRouter(prefix="/v1")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 FINISH = {"stop": "stop", "length": "length", "context": "length", "cancelled": "stop"}
 
 
@@ -34,6 +36,7 @@ def analyze(body: AnalyzeRequest, http: HttpRequest):
     for n, post in enumerate(body.posts, 1):
         row_id, text = (post.id, post.text) if isinstance(post, Post) else (str(n), post)
         _check_length(text, f"posts[{n - 1}]", settings.max_post_chars)
+        _check_length(row_id, f"posts[{n - 1}].id", settings.max_post_chars)
         rows.append(_make_row(row_id, text, "request", n))
     engine = SharedEngine(worker, settings.timeout)
     analyzer = Analyzer(engine, explain=body.explain, free=body.free, max_tokens=body.max_tokens,
@@ -78,6 +81,8 @@ async def completions(body: CompletionRequest, http: HttpRequest):
 def _check_length(text: str, field: str, limit: int) -> None:
     if len(text) > limit:
         raise ApiError(413, f"{field}: {len(text)} characters; this server takes at most {limit}")
+    if _SURROGATE.search(text):  # JSON may escape a lone surrogate, which is no text the model can read
+        raise ApiError(400, f"{field}: holds a lone surrogate (\\ud800-\\udfff), not text")
 
 
 def _taskset(http):

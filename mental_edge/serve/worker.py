@@ -38,7 +38,8 @@ class Job:
 class EngineWorker:
     def __init__(self, engine: Engine):
         self.engine = engine
-        self._inbox: queue.Queue[Job | None] = queue.Queue()
+        self._inbox: queue.Queue[list[Job] | None] = queue.Queue()
+        self._ready: list[Job] = []  # taken from the inbox, not yet given to the engine
         self._jobs: dict[int, Job] = {}  # id(request) -> job, for requests handed to the engine
         self._batcher = None
         self._peak = 0  # peak_busy of batchers replaced after a failure
@@ -58,13 +59,19 @@ class EngineWorker:
         self._thread.join(timeout)
 
     def submit(self, req: Request, emit: Callable[[str, object], None]) -> Job:
+        return self.submit_all([req], emit)[0]
+
+    def submit_all(self, reqs: list[Request], emit: Callable[[str, object], None]) -> list[Job]:
+        """Queue requests as one unit: the engine finds them all waiting at once, as `analyze` offers a file's
+        requests. (Batched scores depend slightly on where each request's tokens sit in the shared cache,
+        which depends on when it arrives; together, an idle server gives the CLI's numbers exactly.)"""
         if self._inbox.qsize() >= MAX_WAITING:
             raise Busy(f"the server has {MAX_WAITING} requests waiting; try again later")
         if not self._thread.is_alive():
             raise MentalEdgeError("the engine worker is not running")
-        job = Job(req, emit)
-        self._inbox.put(job)
-        return job
+        jobs = [Job(req, emit) for req in reqs]
+        self._inbox.put(jobs)
+        return jobs
 
     def stats(self) -> dict:
         batcher = self._batcher
@@ -72,7 +79,7 @@ class EngineWorker:
             "slots": getattr(self.engine, "slots", 1),
             "in_flight": batcher.busy if batcher else len(self._jobs),
             "peak_in_flight": max(self._peak, batcher.peak_busy) if batcher else min(self.completed, 1),
-            "queued": self._inbox.qsize(),
+            "queued": self._inbox.qsize() + len(self._ready),
             "completed": self.completed,
             "failed": self.failed,
         }
@@ -109,16 +116,19 @@ class EngineWorker:
         from mental_edge.engine.llama_batch import IDLE, _need
 
         while True:
-            if self._batcher is not None and self._batcher.busy:
-                try:
-                    job = self._inbox.get_nowait()
-                except queue.Empty:
-                    yield IDLE
-                    continue
-            else:
-                job = self._inbox.get()
-            if job is None:
-                return
+            if not self._ready:
+                if self._batcher is not None and self._batcher.busy:
+                    try:
+                        jobs = self._inbox.get_nowait()
+                    except queue.Empty:
+                        yield IDLE
+                        continue
+                else:
+                    jobs = self._inbox.get()
+                if jobs is None:
+                    return
+                self._ready = list(jobs)
+            job = self._ready.pop(0)
             if job.req.cancelled:
                 self._fail(job, "cancelled", count=False)
                 continue
@@ -165,8 +175,7 @@ class SharedEngine:
         results: queue.Queue = queue.Queue()
         jobs = []
         try:
-            for req in requests:
-                jobs.append(self._worker.submit(req, lambda kind, value: results.put((kind, value))))
+            jobs = self._worker.submit_all(list(requests), lambda kind, value: results.put((kind, value)))
             for _ in jobs:
                 try:
                     kind, value = results.get(timeout=max(deadline - time.monotonic(), 0.001))
