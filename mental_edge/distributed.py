@@ -107,6 +107,9 @@ class RayAnalysis:
         try:
             self._slots = [_Slot(self._new_actor()) for _ in range(self.workers)]
             facts = self._get([s.actor.ready.remote() for s in self._slots])
+        except _WorkerLost as exc:
+            self.close()
+            raise MentalEdgeError(f"a Ray worker died while loading the model: {_first_line(exc)}") from None
         except BaseException:
             self.close()
             raise
@@ -341,6 +344,9 @@ def _connect(ray, address: str, workers: int | None) -> bool:
         else:
             ray.init(address=address, **quiet)
     except (ConnectionError, RuntimeError, ValueError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise MentalEdgeError(f"cannot reach the Ray cluster at {address}: {first}") from None
+        raise MentalEdgeError(f"cannot reach the Ray cluster at {address}: {_first_line(exc)}") from None
     return True
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
