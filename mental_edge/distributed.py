@@ -103,7 +103,7 @@ class RayAnalysis:
         self.retried = 0  # chunks sent again after their worker died
         self._slots: list[_Slot] = []
         self._retry: deque[_Chunk] = deque()  # chunks whose worker died, to send again first
-        self._pulled = 0  # chunks read from the input so far
+        self._pulled = 0  # chunks read from the input so far in this run
         try:
             self._slots = [_Slot(self._new_actor()) for _ in range(self.workers)]
             facts = self._get([s.actor.ready.remote() for s in self._slots])
@@ -134,6 +134,8 @@ class RayAnalysis:
                      limit: int | None = None, on_row: Callable[[], None] | None = None) -> RunSummary:
         """Analyse the rows on the workers and `write` the records in input order (see the module docstring)."""
         summary = RunSummary()
+        self._retry.clear()
+        self._pulled = 0
         job = self.ray.put((list(tasks), taskset))
         source = _chunks(rows, tasks, taskset, done, limit, summary)
         written = _Written(done, write, summary, on_row, {"workers": self.workers})

@@ -32,7 +32,7 @@ POSTS = [
     "Work is stressful but my friends help me through it.",
     "I feel empty and tired all the time, even after sleeping.",
 ]
-ROWS = 24
+ROWS = 16
 SETTINGS = ["--task", "DR", "--task", "dreaddit", "--max-tokens", "6", "--threads", "1", "--slots", "1"]
 
 
@@ -86,14 +86,14 @@ def test_records_equal_the_single_machine_run(ray_session, smollm2_gguf, posts, 
 
 def test_resume_on_ray_sends_only_what_is_missing(ray_session, smollm2_gguf, posts, reference, tmp_path):
     out = tmp_path / "out.jsonl"
-    lines = [json.dumps(r) for r in reference]
-    out.write_text("\n".join(lines[:17]) + "\n" + lines[17][:40])  # a record cut short by a kill
+    lines, kept = [json.dumps(r) for r in reference], 11  # row 6 has one of its two tasks done
+    out.write_text("\n".join(lines[:kept]) + "\n" + lines[kept][:40])  # a record cut short by a kill
     result = analyze(smollm2_gguf, posts, out, "--ray", "local", "--ray-workers", "2", "--resume")
     assert result.exit_code == 0, result.output
-    assert "31 records written" in result.output and "17 already there" in result.output
+    assert f"{2 * ROWS - kept} records written" in result.output and f"{kept} already there" in result.output
     records = read(out)
     assert without_ray(records) == reference
-    assert all("ray" not in r["run"] for r in records[:17]) and all("ray" in r["run"] for r in records[17:])
+    assert all("ray" not in r["run"] for r in records[:kept]) and all("ray" in r["run"] for r in records[kept:])
 
 
 def test_a_killed_worker_loses_and_doubles_nothing(ray_session, smollm2_gguf, posts, reference, tmp_path,
@@ -157,3 +157,5 @@ def test_without_ray_one_line_says_how_to_get_it(smollm2_gguf, posts, tmp_path, 
     assert result.exit_code == 1
     assert result.output == f"Error: {distributed.MISSING_RAY}\n"
     assert not (tmp_path / "out.jsonl").exists()
+    result = CliRunner().invoke(main, ["analyze", "-m", str(smollm2_gguf), "--task", "DR", "--ray-workers", "2", "x"])
+    assert result.exit_code == 1 and result.output == "Error: --ray-workers needs --ray ADDRESS\n"
