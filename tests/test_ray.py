@@ -14,13 +14,12 @@ import time
 from pathlib import Path
 
 import pytest
+import ray
 from click.testing import CliRunner
 
 from mental_edge import distributed
 from mental_edge.cli import main
 from mental_edge.errors import MentalEdgeError
-
-ray = pytest.importorskip("ray")
 
 POSTS = [
     "I cry every night and I can't get out of bed anymore.",
