@@ -152,6 +152,7 @@ class LlamaEngine(Engine):
         params.n_threads = params.n_threads_batch = threads
         params.n_seq_max = max(self.slots, 1) + SCORE_SEQS + 1  # the last one is _pair_outputs' scratch
         params.kv_unified = True  # sequences share one cache, so a prompt copied to another sequence costs nothing
+        params.no_perf = False  # llama.cpp's default keeps no timings, and perf() would report zeros
         return _internals.LlamaContext(model=self._model, params=params, verbose=False)
 
     # -- tokens ---------------------------------------------------------------------------------
