@@ -26,6 +26,7 @@ from mental_edge.engine.llama import _put, cut_at_stop
 from mental_edge.errors import MentalEdgeError
 
 FOLLOW_ROOM = 64  # cache cells kept for the tokens appended after scoring (answer sentence + "Reasoning:")
+SHARE_MIN = 32  # tokens of prefix worth waiting for rather than reading them again
 IDLE = object()  # from a source of requests: nothing is waiting now (the busy slots go on)
 
 
@@ -97,10 +98,19 @@ class Batcher:
             need = _need(req)
             if need > self.e.n_cells:
                 raise MentalEdgeError(f"a request needs {need} tokens of cache; the cache holds {self.e.n_cells}")
-            if not self._make_room(need, idle, req.prompt):
+            if self._worth_waiting(req.prompt) or not self._make_room(need, idle, req.prompt):
                 return
             waiting.popleft()
             self._start(req, need, idle)
+
+    def _worth_waiting(self, prompt: list[int]) -> bool:
+        """True while a busy slot is still reading a prefix of `prompt` that no slot holds yet (the other tasks
+        of the same post): the request then starts from a copy of it instead of reading the post again."""
+        limit = len(prompt) - 1
+        held = max(min(_common(s.tokens, prompt), limit) for s in self.slots)
+        coming = max((min(_common(s.tokens + s.pending, prompt), limit) for s in self.slots
+                      if s.req is not None and s.phase == "ingest"), default=0)
+        return coming >= held + SHARE_MIN
 
     def _make_room(self, need: int, idle: list[_Slot], prompt: list[int]) -> bool:
         """Free idle slots' caches (the least useful to this prompt first) until the request fits; False if
