@@ -101,10 +101,9 @@ class LlamaEngine(Engine):
         meta = self._model.metadata()
         self.slots = DEFAULT_SLOTS if slots is None else slots
         self.score_seqs = SCORE_SEQS
-        self._scratch_seq = max(self.slots, 1) + SCORE_SEQS
         self.n_cells = self._cache_cells(meta)
         self._ctx = self._new_context(threads)
-        self._batch = _internals.LlamaBatch(n_tokens=n_batch + 1, embd=0, n_seq_max=1, verbose=False)
+        self._batch = _internals.LlamaBatch(n_tokens=n_batch, embd=0, n_seq_max=1, verbose=False)
         self._n_vocab = self._model.n_vocab()
         self._cached: list[int] = []  # the tokens sequence 0 holds in the cache
         self._control_re: re.Pattern | None = None
@@ -159,7 +158,7 @@ class LlamaEngine(Engine):
         params.n_batch = self.n_batch
         params.n_ubatch = self.n_ubatch
         params.n_threads = params.n_threads_batch = threads
-        params.n_seq_max = max(self.slots, 1) + SCORE_SEQS + 1  # the last one is _pair_outputs' scratch
+        params.n_seq_max = max(self.slots, 1) + SCORE_SEQS
         params.kv_unified = True  # sequences share one cache, so a prompt copied to another sequence costs nothing
         params.no_perf = False  # llama.cpp's default keeps no timings, and perf() would report zeros
         return _internals.LlamaContext(model=self._model, params=params, verbose=False)
@@ -235,12 +234,15 @@ class LlamaEngine(Engine):
     # -- the cache ------------------------------------------------------------------------------
 
     def _decode(self, tokens: Sequence[int], start: int, seq: int = 0) -> None:
-        """Feed tokens at positions start.. of one sequence, in batches of n_batch."""
-        for i in range(0, len(tokens), self.n_batch):
-            chunk = tokens[i : i + self.n_batch]
-            last_chunk = i + self.n_batch >= len(tokens)
-            self._fill_batch([(seq, start + i, chunk)], logits="last" if last_chunk else "none")
-            self._run_batch()
+        """Feed tokens at positions start.. of one sequence, in batches of n_batch; the last token's logits are
+        kept, computed with a partner row (see _pair_outputs) whenever there are two tokens or more."""
+        cuts = list(range(0, len(tokens), self.n_batch)) + [len(tokens)]
+        if len(tokens) >= 2 and (cuts[-1] - cuts[-2]) % self.n_ubatch == 1:
+            cuts.insert(-1, len(tokens) - 2)  # the last micro-batch would hold the last token alone
+        for i, j in zip(cuts, cuts[1:]):
+            if j > i:
+                self._fill_batch([(seq, start + i, tokens[i:j])], logits="last" if j == len(tokens) else "none")
+                self._run_batch()
 
     def _fill_batch(self, parts, logits: str) -> list[int]:
         """parts: (seq, first position, tokens). Returns the batch index of each part's first token."""
@@ -255,42 +257,33 @@ class LlamaEngine(Engine):
         if logits == "last" and n:
             batch.logits[n - 1] = True
         batch.n_tokens = n
-        self._last = n - 1  # where the last token's logits sit (a scratch row may follow it)
+        self._last = n - 1  # where the last token's logits sit
         return firsts
 
     def _run_batch(self) -> None:
-        scratch = self._pair_outputs()
+        self._pair_outputs()
         try:
             self._ctx.decode(self._batch)
         except RuntimeError as exc:
             self._forget()
             raise MentalEdgeError(f"llama.cpp could not evaluate the batch ({exc}); the cache was cleared") from None
 
-        finally:
-            if scratch:
-                self._ctx.kv_cache_seq_rm(self._scratch_seq, -1, -1)
+    def _pair_outputs(self) -> None:
+        """Give a micro-batch's lone output row a partner from the same micro-batch.
 
-    def _pair_outputs(self) -> bool:
-        """Give every micro-batch with logits at least two output rows.
-
-        llama.cpp computes the output layer of a one-row micro-batch on another kernel than that of a larger
-        one, with other rounding; pairing keeps a token's logits the same however it was batched. A lone token
-        gets a throw-away partner in a scratch sequence. Returns True if one was added."""
+        llama.cpp computes the output layer of a single row on another kernel than that of two rows or more,
+        with other rounding, so the logits of a prompt's last token would depend on how the prompt was split (on
+        what the cache held). With a partner they do not. A token decoded alone (each generated token) keeps the
+        single-row kernel: always the same for it, and no extra row to pay for."""
         batch = self._batch.batch
         n, step = batch.n_tokens, self.n_ubatch
         for start in range(0, n, step):
             end = min(start + step, n)
             outputs = [i for i in range(start, end) if batch.logits[i]]
-            if len(outputs) != 1:
-                continue
-            other = next((i for i in range(start, end) if not batch.logits[i]), None)
-            if other is not None:
-                batch.logits[other] = True
-            else:  # a lone token: the last micro-batch, since the others are full
-                _put(batch, n, 0, 0, self._scratch_seq, True)
-                batch.n_tokens = n + 1
-                return True
-        return False
+            if len(outputs) == 1:
+                other = next((i for i in range(start, end) if not batch.logits[i]), None)
+                if other is not None:
+                    batch.logits[other] = True
 
     def _forget(self) -> None:
         self._ctx.kv_cache_clear()
@@ -303,7 +296,8 @@ class LlamaEngine(Engine):
         if len(tokens) > self.n_ctx:
             raise ContextOverflow(f"the prompt has {len(tokens)} tokens; the context holds {self.n_ctx}")
         keep = 0
-        limit = min(len(self._cached), len(tokens) - 1)  # the last token is read again for its logits
+        # the last token is read again for its logits, with the one before it as its partner (_pair_outputs)
+        limit = min(len(self._cached), max(len(tokens) - 2, 0))
         while keep < limit and self._cached[keep] == tokens[keep]:
             keep += 1
         self._ctx.kv_cache_seq_rm(0, keep, -1)
