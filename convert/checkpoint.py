@@ -184,3 +184,11 @@ def _read_config(path: Path) -> dict:
     if not isinstance(config, dict):
         raise ConversionError(f"{path.name}: expected a JSON object")
     return config
+
+
+def config_field(config: dict, *keys: str):
+    """The first of `keys` that config.json has (alternative names of one field); a missing one is one line."""
+    for key in keys:
+        if config.get(key) is not None:
+            return config[key]
+    raise ConversionError(f"config.json: missing field {keys[0]}")

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import gguf
 
 from .. import outtypes
-from ..checkpoint import FLOAT_DTYPES, Checkpoint, LazyTensor
+from ..checkpoint import FLOAT_DTYPES, Checkpoint, LazyTensor, config_field
 from ..errors import ConversionError
 from ..gguf_out import OutTensor
 
@@ -53,14 +53,6 @@ class Hparams:
         return _remote_hparams(config) if remote else _native_hparams(config)
 
 
-def _need(config: dict, *keys: str):
-    """The first of `keys` config.json has (alternative names of one field)."""
-    for key in keys:
-        if config.get(key) is not None:
-            return config[key]
-    raise ConversionError(f"config.json: missing field {keys[0]}")
-
-
 def _refuse(config: dict, key: str, unsupported, why: str) -> None:
     if key in config and config[key] == unsupported:
         raise ConversionError(f"config.json: {key} = {config[key]!r} is not supported ({why})")
@@ -71,14 +63,14 @@ def _remote_hparams(c: dict) -> Hparams:
     _refuse(c, "apply_residual_connection_post_layernorm", True, "llama.cpp's chatglm adds the residual before the norm")
     _refuse(c, "add_bias_linear", True, "llama.cpp's chatglm has no output or feed-forward biases")
     _refuse(c, "post_layer_norm", False, "llama.cpp's chatglm always applies the final norm")
-    n_head = int(_need(c, "num_attention_heads"))
-    n_embd = int(_need(c, "hidden_size"))
+    n_head = int(config_field(c, "num_attention_heads"))
+    n_embd = int(config_field(c, "hidden_size"))
     head_dim = int(c.get("kv_channels") or n_embd // n_head)
     n_head_kv = int(c.get("multi_query_group_num") or n_head) if c.get("multi_query_attention") else n_head
     return Hparams(
-        remote=True, n_layer=int(_need(c, "num_layers", "num_hidden_layers")), n_embd=n_embd,
-        n_ff=int(_need(c, "ffn_hidden_size")), n_head=n_head, n_head_kv=n_head_kv, head_dim=head_dim,
-        n_vocab=int(_need(c, "padded_vocab_size", "vocab_size")), n_ctx=int(_need(c, "seq_length")),
+        remote=True, n_layer=int(config_field(c, "num_layers", "num_hidden_layers")), n_embd=n_embd,
+        n_ff=int(config_field(c, "ffn_hidden_size")), n_head=n_head, n_head_kv=n_head_kv, head_dim=head_dim,
+        n_vocab=int(config_field(c, "padded_vocab_size", "vocab_size")), n_ctx=int(config_field(c, "seq_length")),
         eps=float(c.get("layernorm_epsilon") or 1e-5),
         rope_base=GLM_ROPE_BASE * float(c.get("rope_ratio") or 1.0), rope_dim=head_dim // 2,
         qkv_bias=bool(c.get("add_qkv_bias", True)), tied=bool(c.get("tie_word_embeddings", False)),
@@ -90,8 +82,8 @@ def _native_hparams(c: dict) -> Hparams:
     kind = rope.get("rope_type") or (c.get("rope_scaling") or {}).get("rope_type") or "default"
     if kind != "default" or (c.get("rope_scaling") or {}).get("type") not in (None, "default"):
         raise ConversionError(f"config.json: rope scaling {kind!r} is not supported for GLM (only default)")
-    n_head = int(_need(c, "num_attention_heads"))
-    n_embd = int(_need(c, "hidden_size"))
+    n_head = int(config_field(c, "num_attention_heads"))
+    n_embd = int(config_field(c, "hidden_size"))
     head_dim = int(c.get("head_dim") or n_embd // n_head)
     theta = c.get("rope_theta", rope.get("rope_theta"))
     partial = float(c.get("partial_rotary_factor", rope.get("partial_rotary_factor", 0.5)))
@@ -100,10 +92,10 @@ def _native_hparams(c: dict) -> Hparams:
         raise ConversionError(f"config.json: partial_rotary_factor {partial} gives {rope_dim} rotary dimensions "
                               f"of {head_dim}; an even whole number is needed")
     return Hparams(
-        remote=False, n_layer=int(_need(c, "num_hidden_layers")), n_embd=n_embd,
-        n_ff=int(_need(c, "intermediate_size")), n_head=n_head,
+        remote=False, n_layer=int(config_field(c, "num_hidden_layers")), n_embd=n_embd,
+        n_ff=int(config_field(c, "intermediate_size")), n_head=n_head,
         n_head_kv=int(c.get("num_key_value_heads") or n_head), head_dim=head_dim,
-        n_vocab=int(_need(c, "vocab_size")), n_ctx=int(c.get("max_position_embeddings") or 8192),
+        n_vocab=int(config_field(c, "vocab_size")), n_ctx=int(c.get("max_position_embeddings") or 8192),
         eps=float(c.get("rms_norm_eps") or 1e-5), rope_base=float(theta if theta is not None else 10000.0),
         rope_dim=int(rope_dim), qkv_bias=bool(c.get("attention_bias", True)),
         tied=bool(c.get("tie_word_embeddings", False)),

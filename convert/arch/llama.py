@@ -9,7 +9,7 @@ import gguf
 import numpy as np
 
 from .. import outtypes
-from ..checkpoint import FLOAT_DTYPES, Checkpoint, LazyTensor
+from ..checkpoint import FLOAT_DTYPES, Checkpoint, LazyTensor, config_field
 from ..errors import ConversionError
 from ..gguf_out import OutTensor
 
@@ -33,18 +33,12 @@ class Hparams:
 
     @classmethod
     def from_config(cls, config: dict) -> "Hparams":
-        def need(key):
-            value = config.get(key)
-            if value is None:
-                raise ConversionError(f"config.json: missing field {key}")
-            return value
-
-        n_head = int(need("num_attention_heads"))
-        n_embd = int(need("hidden_size"))
+        n_head = int(config_field(config, "num_attention_heads"))
+        n_embd = int(config_field(config, "hidden_size"))
         return cls(
-            n_layer=int(need("num_hidden_layers")), n_embd=n_embd, n_ff=int(need("intermediate_size")),
+            n_layer=int(config_field(config, "num_hidden_layers")), n_embd=n_embd, n_ff=int(config_field(config, "intermediate_size")),
             n_head=n_head, n_head_kv=int(config.get("num_key_value_heads") or n_head),
-            head_dim=int(config.get("head_dim") or n_embd // n_head), n_vocab=int(need("vocab_size")),
+            head_dim=int(config.get("head_dim") or n_embd // n_head), n_vocab=int(config_field(config, "vocab_size")),
             n_ctx=int(config.get("max_position_embeddings") or 2048),
             eps=float(config.get("rms_norm_eps") or 1e-6), rope_theta=config.get("rope_theta"),
             tied=bool(config.get("tie_word_embeddings", False)),

@@ -15,7 +15,7 @@ import gguf
 import numpy as np
 
 from .. import outtypes
-from ..checkpoint import FLOAT_DTYPES, Checkpoint, LazyTensor
+from ..checkpoint import FLOAT_DTYPES, Checkpoint, LazyTensor, config_field
 from ..errors import ConversionError
 from ..gguf_out import OutTensor
 
@@ -43,23 +43,17 @@ class Hparams:
 
     @classmethod
     def from_config(cls, config: dict) -> "Hparams":
-        def need(key):
-            value = config.get(key)
-            if value is None:
-                raise ConversionError(f"config.json: missing field {key}")
-            return value
-
         if int(config.get("relative_attention_max_distance", LLAMA_CPP_MAX_DISTANCE)) != LLAMA_CPP_MAX_DISTANCE:
             raise ConversionError(f"config.json: relative_attention_max_distance must be {LLAMA_CPP_MAX_DISTANCE} "
                                   "for llama.cpp")
         ffn = str(config.get("feed_forward_proj", "relu"))
         if ffn not in ("relu", "gated-gelu"):
             raise ConversionError(f"config.json: feed_forward_proj {ffn!r} is not supported (relu or gated-gelu)")
-        n_layer = int(need("num_layers"))
+        n_layer = int(config_field(config, "num_layers"))
         return cls(
-            n_embd=int(need("d_model")), n_ff=int(need("d_ff")), n_layer=n_layer,
-            n_dec_layer=int(config.get("num_decoder_layers") or n_layer), n_head=int(need("num_heads")),
-            d_kv=int(need("d_kv")), n_vocab=int(need("vocab_size")),
+            n_embd=int(config_field(config, "d_model")), n_ff=int(config_field(config, "d_ff")), n_layer=n_layer,
+            n_dec_layer=int(config.get("num_decoder_layers") or n_layer), n_head=int(config_field(config, "num_heads")),
+            d_kv=int(config_field(config, "d_kv")), n_vocab=int(config_field(config, "vocab_size")),
             n_ctx=int(config.get("n_positions") or DEFAULT_CTX), eps=float(config.get("layer_norm_epsilon", 1e-6)),
             n_buckets=int(config.get("relative_attention_num_buckets", 32)), gated=ffn == "gated-gelu",
             tied=bool(config.get("tie_word_embeddings", True)),
