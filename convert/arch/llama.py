@@ -36,7 +36,8 @@ class Hparams:
         n_head = int(config_field(config, "num_attention_heads"))
         n_embd = int(config_field(config, "hidden_size"))
         return cls(
-            n_layer=int(config_field(config, "num_hidden_layers")), n_embd=n_embd, n_ff=int(config_field(config, "intermediate_size")),
+            n_layer=int(config_field(config, "num_hidden_layers")), n_embd=n_embd,
+            n_ff=int(config_field(config, "intermediate_size")),
             n_head=n_head, n_head_kv=int(config.get("num_key_value_heads") or n_head),
             head_dim=int(config.get("head_dim") or n_embd // n_head), n_vocab=int(config_field(config, "vocab_size")),
             n_ctx=int(config.get("max_position_embeddings") or 2048),
