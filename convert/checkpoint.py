@@ -192,3 +192,13 @@ def config_field(config: dict, *keys: str):
         if config.get(key) is not None:
             return config[key]
     raise ConversionError(f"config.json: missing field {keys[0]}")
+
+
+def check_tensor(tensor: "LazyTensor", name: str, shape: tuple[int, ...]) -> None:
+    """One line naming the file when a tensor's shape disagrees with config.json or its dtype is not a float."""
+    if tuple(tensor.shape) != shape:
+        raise ConversionError(f"{tensor.file.name}: tensor {name} has shape {list(tensor.shape)}, "
+                              f"config.json implies {list(shape)}")
+    if tensor.dtype not in FLOAT_DTYPES:
+        raise ConversionError(f"{tensor.file.name}: tensor {name} has dtype {tensor.dtype}, "
+                              f"expected one of {', '.join(FLOAT_DTYPES)}")

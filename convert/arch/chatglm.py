@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import gguf
 
 from .. import outtypes
-from ..checkpoint import FLOAT_DTYPES, Checkpoint, LazyTensor, config_field
+from ..checkpoint import Checkpoint, LazyTensor, check_tensor, config_field
 from ..errors import ConversionError
 from ..gguf_out import OutTensor
 
@@ -161,12 +161,7 @@ def _check(ckpt: Checkpoint, hp: Hparams) -> list[LazyTensor]:
         if shape is None:
             raise ConversionError(f"{tensor.file.name}: tensor {name} is not part of a "
                                   f"{'ChatGLMModel' if hp.remote else 'GlmForCausalLM'} model")
-        if tuple(tensor.shape) != shape:
-            raise ConversionError(f"{tensor.file.name}: tensor {name} has shape {list(tensor.shape)}, "
-                                  f"config.json implies {list(shape)}")
-        if tensor.dtype not in FLOAT_DTYPES:
-            raise ConversionError(f"{tensor.file.name}: tensor {name} has dtype {tensor.dtype}, "
-                                  f"expected one of {', '.join(FLOAT_DTYPES)}")
+        check_tensor(tensor, name, shape)
         kept.append(tensor)
     if expected:
         missing = min(expected)

@@ -9,7 +9,7 @@ import gguf
 import numpy as np
 
 from .. import outtypes
-from ..checkpoint import FLOAT_DTYPES, Checkpoint, LazyTensor, config_field
+from ..checkpoint import Checkpoint, LazyTensor, check_tensor, config_field
 from ..errors import ConversionError
 from ..gguf_out import OutTensor
 
@@ -122,12 +122,7 @@ def _check(ckpt: Checkpoint, hp: Hparams) -> list[LazyTensor]:
         shape = expected.pop(name, None) or _bias_shape(name, hp)
         if shape is None:
             raise ConversionError(f"{tensor.file.name}: tensor {name} is not part of a LLaMA model")
-        if tuple(tensor.shape) != shape:
-            raise ConversionError(f"{tensor.file.name}: tensor {name} has shape {list(tensor.shape)}, "
-                                  f"config.json implies {list(shape)}")
-        if tensor.dtype not in FLOAT_DTYPES:
-            raise ConversionError(f"{tensor.file.name}: tensor {name} has dtype {tensor.dtype}, "
-                                  f"expected one of {', '.join(FLOAT_DTYPES)}")
+        check_tensor(tensor, name, shape)
         kept.append(tensor)
     if expected:
         missing = sorted(expected, key=_order_key)[0]

@@ -15,7 +15,7 @@ import gguf
 import numpy as np
 
 from .. import outtypes
-from ..checkpoint import FLOAT_DTYPES, Checkpoint, LazyTensor, config_field
+from ..checkpoint import Checkpoint, LazyTensor, check_tensor, config_field
 from ..errors import ConversionError
 from ..gguf_out import OutTensor
 
@@ -126,12 +126,7 @@ def _check(ckpt: Checkpoint, hp: Hparams) -> tuple[LazyTensor, list[LazyTensor]]
             shape = expected.pop(name, None)
         if shape is None:
             raise ConversionError(f"{tensor.file.name}: tensor {name} is not part of a T5 model")
-        if tuple(tensor.shape) != shape:
-            raise ConversionError(f"{tensor.file.name}: tensor {name} has shape {list(tensor.shape)}, "
-                                  f"config.json implies {list(shape)}")
-        if tensor.dtype not in FLOAT_DTYPES:
-            raise ConversionError(f"{tensor.file.name}: tensor {name} has dtype {tensor.dtype}, "
-                                  f"expected one of {', '.join(FLOAT_DTYPES)}")
+        check_tensor(tensor, name, shape)
         if name in EMBEDDINGS:
             embedding = embedding or tensor
         elif name != "lm_head.weight" or not hp.tied:
