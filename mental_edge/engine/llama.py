@@ -456,14 +456,6 @@ def _put(batch, n: int, token: int, pos: int, seq: int, logits: bool) -> None:
     batch.logits[n] = logits
 
 
-def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, str, bool]:
-    """Split streamed text into (safe to emit, held back, stopped); see StopText."""
-    probe = StopText(stop)
-    probe._held = text
-    out = probe.feed(b"")
-    return out, probe._held, probe.stopped
-
-
 class StopText:
     """Token bytes in, text pieces out: whole UTF-8 characters only, and nothing of a stop string or after it
     (text that may be the start of one is held back until it is clear)."""

@@ -14,7 +14,6 @@ is generated, and setting its `cancelled` stops it at its next token.
 
 from __future__ import annotations
 
-import codecs
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
@@ -22,7 +21,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from mental_edge.engine.base import Request
-from mental_edge.engine.llama import _put, cut_at_stop
+from mental_edge.engine.llama import StopText, _put
 from mental_edge.errors import MentalEdgeError
 
 FOLLOW_ROOM = 64  # cache cells kept for the tokens appended after scoring (answer sentence + "Reasoning:")
@@ -40,8 +39,7 @@ class _Slot:
     need: int = 0  # cache cells reserved for this request
     first: np.ndarray | None = None  # log-probabilities after the prompt's last token
     sampler: object = None
-    decoder: object = None
-    held: str = ""
+    stream: StopText | None = None  # the answer's text, stop strings held back
     generated: int = 0
     text: list[str] = field(default_factory=list)
 
@@ -129,7 +127,7 @@ class Batcher:
         slot = max(idle, key=lambda s: _common(s.tokens, req.prompt))
         self._load_prefix(slot, req.prompt)
         slot.req, slot.need, slot.phase = req, need, "ingest"
-        slot.generated, slot.text, slot.held = 0, [], ""
+        slot.generated, slot.text = 0, []
 
     def _load_prefix(self, slot: _Slot, prompt: list[int]) -> None:
         """Keep or copy the longest cached prefix of `prompt`; queue the rest (at least the last token)."""
@@ -244,7 +242,7 @@ class Batcher:
     def _start_generating(self, slot: _Slot) -> None:
         slot.phase = "generate"
         slot.sampler = self.e._sampler(slot.req.sampling)
-        slot.decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        slot.stream = StopText(slot.req.stop)
 
     def _finish_scoring(self, slot: _Slot, placed, index) -> bool:
         req = slot.req
@@ -285,13 +283,12 @@ class Batcher:
             req.finish_reason = "stop"
             return True
         slot.generated += 1
-        slot.held += slot.decoder.decode(self.e._piece(token))
-        out, slot.held, stopped = cut_at_stop(slot.held, req.stop)
+        out = slot.stream.feed(self.e._piece(token))
         slot.text.append(out)
         if out and req.on_text is not None:
             req.on_text(out)
-        if stopped:  # the stop text and what follows it are dropped
-            req.finish_reason, slot.decoder = "stop", None
+        if slot.stream.stopped:  # the stop text and what follows it are dropped
+            req.finish_reason = "stop"
             return True
         if slot.generated >= req.max_tokens:
             req.finish_reason = "length"
@@ -301,8 +298,8 @@ class Batcher:
 
     def _finish(self, slot: _Slot) -> Request:
         req = slot.req
-        if slot.decoder is not None:
-            rest = slot.held + slot.decoder.decode(b"", final=True)
+        if slot.stream is not None:
+            rest = slot.stream.flush()
             slot.text.append(rest)
             if rest and req.on_text is not None:
                 req.on_text(rest)
@@ -310,7 +307,7 @@ class Batcher:
         req.generated_tokens = slot.generated
         if slot.sampler is not None:
             slot.sampler.close()
-        slot.req, slot.sampler, slot.decoder, slot.phase, slot.pending, slot.need = None, None, None, "idle", [], 0
+        slot.req, slot.sampler, slot.stream, slot.phase, slot.pending, slot.need = None, None, None, "idle", [], 0
         return req
 
 
