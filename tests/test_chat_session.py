@@ -69,6 +69,7 @@ def test_answer_streams_and_ctrl_c_stops_it_keeping_the_session(smollm2_gguf, tm
 def test_ctrl_c_at_the_prompt_clears_the_line_and_ctrl_d_leaves(smollm2_gguf, tmp_path):
     child = spawn(smollm2_gguf, tmp_path, "--no-history")
     child.send("/params seed 99")
+    child.expect_exact("/params seed 99")  # readline has the line: Ctrl-C must not race the typing
     child.sendintr()
     child.expect_exact(PROMPT)
     out = send(child, "/params")
