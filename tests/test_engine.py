@@ -5,7 +5,7 @@ import pytest
 from llama_cpp import Llama
 
 from mental_edge.engine import Sampling, Segment, load_engine
-from mental_edge.engine.llama import ContextOverflow
+from mental_edge.engine.llama import CPU_VALUE_TYPE, ContextOverflow
 from mental_edge.errors import MentalEdgeError
 
 QUERY = 'Consider this post: "I cannot sleep and nothing matters anymore." Question: Does the poster suffer from depression?'
@@ -23,9 +23,12 @@ def engine(smollm2_gguf):
 def reference(smollm2_gguf):
     """llama-cpp-python's high-level Llama: an independent path through the same kernels.
 
-    Flash attention on, as llama.cpp's default (auto) picks for our context: with it off, log-probabilities move
-    by up to 0.2 nats on this Q4_1 model, since flash attention on the CPU accumulates in f16."""
-    llm = Llama(str(smollm2_gguf), n_ctx=1024, n_threads=2, logits_all=True, verbose=False, flash_attn=True)
+    With the engine's cache settings on the CPU: flash attention on and bf16 values (CPU_VALUE_TYPE). On this
+    Q4_1 model the answers' log-probabilities move by up to 0.5 nats with f16 values or flash attention off: the
+    tiny quantized model is that sensitive to how attention rounds (on its f16 conversion the per-token error
+    against transformers f32 is about 0.003 nats whichever is used)."""
+    llm = Llama(str(smollm2_gguf), n_ctx=1024, n_threads=2, logits_all=True, verbose=False, flash_attn=True,
+                type_v=int(CPU_VALUE_TYPE))
     yield llm
     llm.close()
 

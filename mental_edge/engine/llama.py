@@ -15,6 +15,7 @@ from typing import Iterator, Sequence
 
 import llama_cpp
 import numpy as np
+from gguf import GGMLQuantizationType
 from llama_cpp import _internals, _logger
 
 from mental_edge.engine.base import Engine, Generation, ModelInfo, Sampling, Segment
@@ -31,6 +32,13 @@ KV_BUDGET = 1 << 30  # bytes of cache the batching may use beyond one sequence's
 # batch. Micro-batches of 32 tokens keep every token on one path, so results do not depend on caching or
 # batching (measured on the Q4_1 test model: logits equal to the bit), for about 11% of prompt speed on a CPU.
 CPU_UBATCH = 32
+# llama.cpp's CPU flash attention reads a token decoded alone on another path when the cache's keys and values are
+# f16 (or f32) and 512 cells or more are in use, so that token's logits depend on how many cells the cache holds,
+# other posts' included: up to 0.56 of a logit on the test model. bf16 values keep every row on the one path (f32
+# sums); keys stay f16. Against transformers f32 on SmolLM2 converted to f16 (6 IMHI and test prompts, every
+# position): worst logit difference 0.079 with bf16 values and 0.154 with f16 ones, mean error of the next
+# token's log-probability 0.0026 and 0.0023 nats; same speed and size. (q8_0 values: 0.21 and 0.0063.)
+CPU_VALUE_TYPE = GGMLQuantizationType.BF16
 
 FILE_TYPES = {
     value: name[len("LLAMA_FTYPE_MOSTLY_"):]
@@ -98,9 +106,12 @@ class LlamaEngine(Engine):
         self.n_ctx = min(n_ctx or DEFAULT_CTX, n_ctx_train)
         self.n_batch = n_batch
         self.n_ubatch = CPU_UBATCH if gpu_layers == 0 else n_batch
+        self.value_type = CPU_VALUE_TYPE if gpu_layers == 0 else GGMLQuantizationType.F16
+        self.flash_attn = "on" if gpu_layers == 0 else "auto"  # on the CPU, cells summed in cell order (see above)
         meta = self._model.metadata()
         self.slots = DEFAULT_SLOTS if slots is None else slots
         self.score_seqs = SCORE_SEQS
+        self.retired_seq = max(self.slots, 1) + SCORE_SEQS  # the batcher's holder of cells no request needs
         self.n_cells = self._cache_cells(meta)
         self._ctx = self._new_context(threads)
         self._batch = _internals.LlamaBatch(n_tokens=n_batch, embd=0, n_seq_max=1, verbose=False)
@@ -120,7 +131,8 @@ class LlamaEngine(Engine):
             metadata=meta,
         )
         self.settings = {"n_ctx": self.n_ctx, "threads": threads, "gpu_layers": gpu_layers, "n_batch": n_batch,
-                         "ubatch": self.n_ubatch, "slots": self.slots, "cache_cells": self.n_cells, "flash_attn": "auto"}
+                         "ubatch": self.n_ubatch, "slots": self.slots, "cache_cells": self.n_cells, "flash_attn": self.flash_attn,
+                         "cache_types": f"keys f16, values {self.value_type.name.lower()}"}
 
     def _cache_cells(self, meta: dict) -> int:
         """One full context per sequence, plus what KV_BUDGET holds for batching (up to a context per slot)."""
@@ -158,8 +170,11 @@ class LlamaEngine(Engine):
         params.n_batch = self.n_batch
         params.n_ubatch = self.n_ubatch
         params.n_threads = params.n_threads_batch = threads
-        params.n_seq_max = max(self.slots, 1) + SCORE_SEQS
+        params.n_seq_max = self.retired_seq + 1
         params.kv_unified = True  # sequences share one cache, so a prompt copied to another sequence costs nothing
+        if self.flash_attn == "on":
+            params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
+        params.type_v = self.value_type
         params.no_perf = False  # llama.cpp's default keeps no timings, and perf() would report zeros
         return _internals.LlamaContext(model=self._model, params=params, verbose=False)
 
@@ -325,7 +340,8 @@ class LlamaEngine(Engine):
             return super().run_requests(requests)
         from mental_edge.engine.llama_batch import Batcher
 
-        return Batcher(self).run(requests)
+        self.batcher = Batcher(self)  # the last run's, for its counts
+        return self.batcher.run(requests)
 
     # -- scoring --------------------------------------------------------------------------------
 
@@ -336,18 +352,19 @@ class LlamaEngine(Engine):
         self._ingest(prompt)
         first = _log_softmax(self._logits(self._last))
         scores = [float(first[c[0]]) if c else 0.0 for c in continuations]
-        for group in self._score_groups(continuations):
+        for group in self._score_groups(continuations, room=min(self.n_batch, self.n_cells - len(prompt))):
             self._score_group(len(prompt), group, continuations, scores)
         return scores
 
-    def _score_groups(self, continuations) -> Iterator[list[int]]:
-        """Indices of continuations that fit together in one batch and in the spare sequences."""
+    def _score_groups(self, continuations, room: int) -> Iterator[list[int]]:
+        """Indices of continuations that fit together in `room` cells (of the batch and of the cache after the
+        prompt) and in the spare sequences."""
         group, size = [], 0
         for i, cont in enumerate(continuations):
             need = max(len(cont) - 1, 0)
             if not need:
                 continue
-            if group and (size + need > self.n_batch or len(group) == SCORE_SEQS - 1):
+            if group and (size + need > room or len(group) == SCORE_SEQS - 1):
                 yield group
                 group, size = [], 0
             group.append(i)
