@@ -1,16 +1,12 @@
 """The batched engine (several requests in flight in one llama.cpp context) against the strict one-at-a-time path,
-on real IMHI posts with several tasks each, greedy; and a resumed sequential run against an uninterrupted one.
+on real IMHI posts with several tasks each, greedy: the records are equal to the bit; and a resumed sequential run
+against an uninterrupted one.
 
-Why batched is not always equal to the bit: llama.cpp's CPU flash attention adds up a sequence's cache cells in
-cell order, and in the unified cache a running sequence's new tokens can land in cells freed below its older ones
-(find_slot starts again from cell 0 when enough cells before its head are free). Its cells then sit out of position
-order and the sums round differently. Other sequences' cells before it change nothing (checked below, to the bit);
-a hole below it does (up to 0.9 in a logit on SmolLM2). The one-at-a-time path only ever frees cells at the end of
-its one sequence, so its cells stay in order. How far batched results move depends on where the scheduler leaves
-holes. Measured on the rows below (2 threads, SmolLM2 Q4_1): labels 12 of 12 equal every time; probabilities at
-most 9.7e-4 apart with one version of the scheduler and 1.0e-2 with the next (waiting for a shared post prefix);
-explanations 9 of 12 identical; on six posts with 24-token explanations 24 of 24 labels, probabilities within
-0.04, 18 of 24 explanations.
+What it takes (engine/llama_batch.py and engine/llama.py say more): llama.cpp's CPU flash attention adds up a
+sequence's cache cells in cell order, so the batcher never lets a sequence's new tokens land below its older ones
+(no cell is freed within a run; the cache starts again empty when full); and a token decoded alone is read on a
+path that splits the cells between threads when the values are f16, so the engine keeps bf16 values. The last
+tests here show each fact on its own.
 """
 
 import numpy as np
@@ -24,57 +20,48 @@ from mental_edge.tasks import load_tasks
 
 from test_analysis import _imhi_posts
 
-TASKS = ("DR", "dreaddit", "loneliness", "SAD")
+TASKS = ("DR", "dreaddit", "loneliness", "SAD", "CAMS")
 MAX_TOKENS = 16
-PROB_TOLERANCE = 0.05  # measured up to 0.04 (see above)
-EXPLANATIONS_SAME = 0.5  # share of identical explanations; measured 0.75 on these rows
+N_CTX = 384  # a small cache (4 slots: 1,536 cells), so that the batched run has to start it again
 
 
 @pytest.fixture(scope="module")
 def posts(imhi_dir):
-    return _imhi_posts(imhi_dir, "DR", 2) + _imhi_posts(imhi_dir, "SAD", 1)
+    long = [p for p in _imhi_posts(imhi_dir, "DR", 4) if len(p) > 500]  # one is cut to fit the context
+    return long + _imhi_posts(imhi_dir, "SAD", 1)
 
 
 def _analyse(model, posts, slots):
-    engine = load_engine(model, n_ctx=1024, threads=2, slots=slots)
+    engine = load_engine(model, n_ctx=N_CTX, threads=2, slots=slots)
     try:
         ts = load_tasks()
         analyzer = Analyzer(engine, max_tokens=MAX_TOKENS)
         tasks = [ts.task(name) for name in TASKS]
-        return [r for _, results in analyzer.analyze_stream((i, p, tasks) for i, p in enumerate(posts))
-                for r in results]
+        records = [r for _, results in analyzer.analyze_stream((i, p, tasks) for i, p in enumerate(posts))
+                   for r in results]
+        return records, getattr(engine, "batcher", None)
     finally:
         engine.close()
 
 
 @pytest.fixture(scope="module")
 def both(smollm2_gguf, posts):
-    return _analyse(smollm2_gguf, posts, 1), _analyse(smollm2_gguf, posts, 4)
+    (one, _), (batched, batcher) = _analyse(smollm2_gguf, posts, 1), _analyse(smollm2_gguf, posts, 4)
+    return one, batched, batcher
 
 
-def test_batched_labels_equal_the_one_at_a_time_labels(both):
-    one, batched = both
-    assert len(one) == len(batched) == 3 * len(TASKS)
-    assert [(r.task, r.label) for r in batched] == [(r.task, r.label) for r in one]
-
-
-def test_batched_probabilities_are_within_the_measured_tolerance(both):
-    one, batched = both
-    worst = max(abs(a.probabilities[k] - b.probabilities[k]) for a, b in zip(one, batched) for k in a.probabilities)
-    print(f"largest probability difference: {worst:.2e}")
-    assert worst <= PROB_TOLERANCE
-
-
-def test_batched_explanations_agree_with_the_one_at_a_time_ones(both):
-    one, batched = both
-    same = sum(a.explanation == b.explanation for a, b in zip(one, batched))
+def test_batched_records_equal_the_one_at_a_time_records(both):
+    one, batched, batcher = both
+    assert len(one) == len(batched) == 4 * len(TASKS)
     assert sum(bool(r.explanation) for r in one) >= len(one) // 2  # SmolLM2 sometimes ends at once: most do not
-    print(f"explanations identical: {same} of {len(one)}")
-    assert same >= EXPLANATIONS_SAME * len(one)
+    assert batcher.peak_busy > 1 and batcher.restarts >= 1  # it did batch, and did start the cache again
+    for a, b in zip(one, batched):
+        assert (b.task, b.label, b.explanation) == (a.task, a.label, a.explanation)
+        assert b.probabilities == a.probabilities  # to the bit
 
 
 def test_a_resumed_sequential_run_gives_the_records_of_an_uninterrupted_one(smollm2_gguf, posts):
-    rows = [InputRow(id=f"r{i}", text=p, source="test", row_number=i) for i, p in enumerate(posts[:2])]
+    rows = [InputRow(id=f"r{i}", text=p, source="test", row_number=i) for i, p in enumerate([posts[0], posts[-1]])]
     tasks = [load_tasks().task(name) for name in ("DR", "loneliness")]
     engine = load_engine(smollm2_gguf, n_ctx=1024, threads=2, slots=1)
     try:
@@ -95,7 +82,7 @@ def test_a_resumed_sequential_run_gives_the_records_of_an_uninterrupted_one(smol
 
 
 def test_other_sequences_cells_before_a_sequence_leave_its_logits_unchanged(smollm2_gguf):
-    """What makes batching exact as long as no freed cell is reused below a running sequence."""
+    """Where a sequence's cells sit changes nothing, as long as they are in position order."""
     engine = load_engine(smollm2_gguf, n_ctx=512, threads=2, slots=4)
     try:
         prompt = engine.tokenize("I have not slept properly in weeks and nothing feels worth doing. " * 3, add_bos=True)
@@ -111,5 +98,27 @@ def test_other_sequences_cells_before_a_sequence_leave_its_logits_unchanged(smol
             return np.stack([engine._logits(i) for i in range(len(more))])
 
         assert np.array_equal(continuation_logits(False), continuation_logits(True))
+    finally:
+        engine.close()
+
+
+def test_a_token_decoded_alone_does_not_depend_on_the_other_cells_in_the_cache(smollm2_gguf):
+    """With f16 values this fails by up to 0.56 of a logit once 512 cells are in use (see CPU_VALUE_TYPE)."""
+    engine = load_engine(smollm2_gguf, n_ctx=1024, threads=2, slots=4)
+    try:
+        prompt = engine.tokenize("Nothing I do seems to matter and I am tired all the time. " * 4, add_bos=True)
+        other = engine.tokenize("I started running again and it helps with my sleep a lot. " * 40)[:600]
+        token = engine.tokenize(" I")[0]
+
+        def next_logits(others: bool):
+            engine._forget()
+            engine._decode(prompt, 0, seq=0)
+            if others:
+                engine._decode(other, 0, seq=3)  # another post's cells after it: 600 more in use
+            engine._fill_batch([(0, len(prompt), [token])], logits="last")
+            engine._run_batch()
+            return engine._logits(0)
+
+        assert np.array_equal(next_logits(False), next_logits(True))
     finally:
         engine.close()

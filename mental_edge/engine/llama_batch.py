@@ -7,6 +7,14 @@ starts from the longest prefix any slot already holds (the tasks of one post sha
 
 On a CPU the gain comes from generation: one pass over the weights serves every slot's next token.
 
+Results equal the one-at-a-time path's to the bit (greedy decoding). llama.cpp's CPU flash attention adds up a
+sequence's cache cells in cell order, so a sequence whose new tokens landed in cells below its older ones would
+round differently; llama.cpp places new tokens from its cache head on, and moves the head back to a cell freed
+below it (or to cell 0 when enough cells before the head are free). So within a run no cell is freed: cells no
+request needs any more pass to a retired sequence, every sequence's cells stay in position order, and when the
+cells left cannot hold the next request and what the busy ones may still place, the busy ones finish and the
+cache starts again empty. Which cells a sequence holds, and which rows share its micro-batch, change nothing.
+
 `run` ends when its source of requests is exhausted. A source that never ends (a server's queue) yields `IDLE`
 when nothing is waiting while slots are busy, and blocks while none is; a request's `on_text` gets its text as it
 is generated, and setting its `cancelled` stops it at its next token.
@@ -36,7 +44,8 @@ class _Slot:
     req: Request | None = None
     phase: str = "idle"  # ingest -> score -> ingest (follow) -> generate
     pending: list[int] = field(default_factory=list)  # tokens still to feed
-    need: int = 0  # cache cells reserved for this request
+    need: int = 0  # cache cells this request may place at most
+    placed: int = 0  # cache cells it has placed so far
     first: np.ndarray | None = None  # log-probabilities after the prompt's last token
     sampler: object = None
     stream: StopText | None = None  # the answer's text, stop strings held back
@@ -49,6 +58,9 @@ class Batcher:
         self.e = engine
         self.slots = [_Slot(seq=i) for i in range(engine.slots)]
         self.temp_seqs = list(range(engine.slots, engine.slots + engine.score_seqs))
+        self.retired = engine.retired_seq  # holds the cells no request needs any more, until the cache is cleared
+        self.placed = 0  # cells placed since the cache was last cleared
+        self.restarts = 0  # times the cache was cleared to make room
         self.peak_busy = 0  # the most slots busy at once so far
         self._ended = False
 
@@ -62,7 +74,7 @@ class Batcher:
     def run(self, requests: Iterable[Request]) -> Iterator[Request]:
         waiting = deque()
         source = iter(requests)
-        self.e._forget()
+        self._clear()
         try:
             while True:
                 self._admit(source, waiting)
@@ -96,7 +108,7 @@ class Batcher:
             need = _need(req)
             if need > self.e.n_cells:
                 raise MentalEdgeError(f"a request needs {need} tokens of cache; the cache holds {self.e.n_cells}")
-            if self._worth_waiting(req.prompt) or not self._make_room(need, idle, req.prompt):
+            if self._worth_waiting(req.prompt) or not self._room_for(need):
                 return
             waiting.popleft()
             self._start(req, need, idle)
@@ -110,23 +122,34 @@ class Batcher:
                       if s.req is not None and s.phase == "ingest"), default=0)
         return coming >= held + SHARE_MIN
 
-    def _make_room(self, need: int, idle: list[_Slot], prompt: list[int]) -> bool:
-        """Free idle slots' caches (the least useful to this prompt first) until the request fits; False if
-        busy slots hold too much."""
-        def used():
-            return sum(s.need for s in self.slots if s.req is not None) + sum(len(s.tokens) for s in idle)
+    def _room_for(self, need: int) -> bool:
+        """True when the cells not yet placed hold a request of `need` cells besides what the busy requests may
+        still place. When they do not and nothing is busy, the cache starts again empty (see the module doc)."""
+        busy = [s for s in self.slots if s.req is not None]
+        ahead = sum(max(s.need - s.placed, 0) for s in busy)
+        if self.placed + ahead + need <= self.e.n_cells:
+            return True
+        if busy:
+            return False
+        self._clear()
+        self.restarts += 1
+        return True
 
-        for slot in sorted(idle, key=lambda s: _common(s.tokens, prompt)):
-            if used() + need <= self.e.n_cells:
-                return True
-            self.e._ctx.kv_cache_seq_rm(slot.seq, -1, -1)
+    def _clear(self) -> None:
+        self.e._forget()
+        self.placed = 0
+        for slot in self.slots:
             slot.tokens = []
-        return used() + need <= self.e.n_cells
+
+    def _retire(self, seq: int, start: int) -> None:
+        """Drop `seq`'s cells from position `start` on without freeing them (see the module doc)."""
+        self.e._ctx.kv_cache_seq_cp(seq, self.retired, start, -1)
+        self.e._ctx.kv_cache_seq_rm(seq, start, -1)
 
     def _start(self, req: Request, need: int, idle: list[_Slot]) -> None:
         slot = max(idle, key=lambda s: _common(s.tokens, req.prompt))
         self._load_prefix(slot, req.prompt)
-        slot.req, slot.need, slot.phase = req, need, "ingest"
+        slot.req, slot.need, slot.placed, slot.phase = req, need, 0, "ingest"
         slot.generated, slot.text = 0, []
 
     def _load_prefix(self, slot: _Slot, prompt: list[int]) -> None:
@@ -137,11 +160,11 @@ class Batcher:
         theirs = min(_common(donor.tokens, prompt), limit) if donor is not slot else 0
         ctx = self.e._ctx
         if theirs > own:
-            ctx.kv_cache_seq_rm(slot.seq, -1, -1)
+            self._retire(slot.seq, 0)
             ctx.kv_cache_seq_cp(donor.seq, slot.seq, 0, theirs)
             own = theirs
         else:
-            ctx.kv_cache_seq_rm(slot.seq, own, -1)
+            self._retire(slot.seq, own)
         slot.tokens = list(prompt[:own])
         slot.pending = list(prompt[own:])
 
@@ -197,13 +220,18 @@ class Batcher:
                     for j, tok in enumerate(toks):
                         _put(batch, n, tok, len(slot.tokens) + j, seq, True)
                         n += 1
+                    slot.placed += len(toks)
                 continue
             for j, tok in enumerate(tokens):
                 last = j == len(tokens) - 1
                 want = last and (kind == "token" or len(tokens) == len(slot.pending))
                 _put(batch, n, tok, len(slot.tokens) + j, slot.seq, want)
                 n += 1
+            slot.placed += len(tokens)
             index[id(slot)] = n - 1
+        if self.placed + n > self.e.n_cells:  # a request placed more than _need allowed it: refuse, not misplace
+            raise MentalEdgeError(f"the batch needs {n} cache cells; {self.e.n_cells - self.placed} are left")
+        self.placed += n
         batch.n_tokens = n
         self.e._run_batch()
         return index
@@ -251,7 +279,7 @@ class Batcher:
             cont = req.candidates[i]
             for j in range(1, len(cont)):
                 req.scores[i] += float(self.e._log_softmax_at(start + j - 1)[cont[j]])
-            self.e._ctx.kv_cache_seq_rm(seq, -1, -1)
+            self._retire(seq, 0)
         return self._follow(slot, None)
 
     def _follow(self, slot: _Slot, at: int | None) -> bool:
@@ -307,7 +335,7 @@ class Batcher:
         req.generated_tokens = slot.generated
         if slot.sampler is not None:
             slot.sampler.close()
-        slot.req, slot.sampler, slot.stream, slot.phase, slot.pending, slot.need = None, None, None, "idle", [], 0
+        slot.req, slot.sampler, slot.stream, slot.phase, slot.pending = None, None, None, "idle", []
         return req
 
 
