@@ -1,9 +1,9 @@
 """`analyze --ray`: the same records as one machine, resumable, nothing lost or doubled when a worker dies.
 
 One local Ray instance (two CPUs, as on this machine) serves the whole module; the CLI runs in-process and
-uses it (`--ray local` joins a session that is already connected). The single-machine reference runs with
-`--slots 1`: the batched engine's scores depend on which requests share its batches (seen on this model:
-up to 0.1 nats), so only the one-at-a-time path gives records that do not depend on how rows are split.
+uses it (`--ray local` joins a session that is already connected). Both run the batched engine (4 slots): its
+records do not depend on which requests share its batches (tests/test_batching.py), so they do not depend on
+how the rows are split between workers either.
 """
 
 import json
@@ -32,7 +32,7 @@ POSTS = [
     "I feel empty and tired all the time, even after sleeping.",
 ]
 ROWS = 16
-SETTINGS = ["--task", "DR", "--task", "dreaddit", "--max-tokens", "6", "--threads", "1", "--slots", "1"]
+SETTINGS = ["--task", "DR", "--task", "dreaddit", "--max-tokens", "6", "--threads", "1"]
 
 
 @pytest.fixture(scope="module")
