@@ -13,7 +13,10 @@ Two models:
 
 mental-edge scores the task's label sentences, then explains after the chosen one (max-tokens of explanation); the
 plain loop and transformers generate a free answer of max-tokens. Targets: 1.5x (a) on SmolLM2, 2.5x (a) and
-3x (b) on the 1B shape.
+3x (b) on the 1B shape. Also printed: llama.cpp's own costs per prompt token and per decoded sequence here, and
+from them the most any llama.cpp engine could gain over the plain loop on its work (every prompt token read at
+the prompt cost, every generated token at the cheapest batched cost); and whether batched results equal the
+sequential ones.
 
     python benchmarks/analysis_throughput.py [--model smollm2|1b|both] [--quick] [--posts N] [--threads N]
 """
@@ -28,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_common import REPO, imhi_posts, load_line, smollm2
+from bench_common import REPO, best_case_line, imhi_posts, kernel_costs, load_line, smollm2
 from mental_edge.analysis import Analyzer
 from mental_edge.engine import load_engine
 from mental_edge.tasks import load_tasks
@@ -69,48 +72,40 @@ def one_b_files() -> tuple[Path, Path]:
 
 # -- the contenders -------------------------------------------------------------------------------------
 
-def mental_edge_run(gguf: Path, posts, task, args, slots: int | None) -> float:
+def mental_edge_run(gguf: Path, posts, task, args, slots: int | None) -> tuple[float, list]:
+    """Seconds for the posts, and their results."""
     engine = load_engine(gguf, threads=args.threads, slots=slots, n_ctx=2048)
     analyzer = Analyzer(engine, max_tokens=args.max_tokens)
     list(analyzer.analyze_stream([(0, posts[0][:200], [task])]))  # warm-up
     start = time.perf_counter()
-    n = sum(1 for _ in analyzer.analyze_stream((i, p, [task]) for i, p in enumerate(posts)))
+    results = [r for _, rs in analyzer.analyze_stream((i, p, [task]) for i, p in enumerate(posts)) for r in rs]
     elapsed = time.perf_counter() - start
     engine.close()
-    assert n == len(posts)
-    return elapsed
+    assert len(results) == len(posts)
+    return elapsed, results
 
 
-def plain_loop(gguf: Path, queries, args) -> float:
+def plain_loop(gguf: Path, queries, args) -> tuple[float, int, int]:
+    """Seconds, prompt tokens it had to read (each prompt less what it shares with the one before), tokens
+    generated."""
     import llama_cpp
 
     llm = llama_cpp.Llama(model_path=str(gguf), n_ctx=2048, n_threads=args.threads, n_threads_batch=args.threads,
                           verbose=False)
     llm.create_completion(queries[0][:200], max_tokens=1, temperature=0)  # warm-up
+    read = generated = 0
+    before: list[int] = []
     start = time.perf_counter()
     for q in queries:
-        llm.create_completion(q, max_tokens=args.max_tokens, temperature=0.0)
+        out = llm.create_completion(q, max_tokens=args.max_tokens, temperature=0.0)
+        generated += out["usage"]["completion_tokens"]
+        tokens = llm.tokenize(q.encode("utf-8"))
+        read += len(tokens) - next((i for i, (a, b) in enumerate(zip(tokens, before)) if a != b),
+                                   min(len(tokens), len(before)))
+        before = tokens
     elapsed = time.perf_counter() - start
     llm.close()
-    return elapsed
-
-
-def transformers_batches(hf: Path, queries, args) -> float:
-    """The published MentaLLaMA evaluation's way: float32, left padding, batches of 8, greedy."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    torch.set_num_threads(args.threads)
-    tok = AutoTokenizer.from_pretrained(hf, padding_side="left")
-    if tok.pad_token is None:
-        tok.pad_token = tok.unk_token or tok.eos_token
-    model = AutoModelForCausalLM.from_pretrained(hf, dtype=torch.float32).eval()
-    start = time.perf_counter()
-    with torch.inference_mode():
-        for i in range(0, len(queries), 8):
-            batch = tok(queries[i : i + 8], return_tensors="pt", padding=True)
-            model.generate(**batch, max_new_tokens=args.max_tokens, do_sample=False, pad_token_id=tok.pad_token_id)
-    return time.perf_counter() - start
+    return elapsed, read, generated
 
 
 # -- one model ------------------------------------------------------------------------------------------
@@ -123,9 +118,9 @@ def bench(name: str, args) -> None:
     print(f"\n== {name}: {gguf.name}, {len(posts)} DR posts, {args.max_tokens} tokens of explanation at most, "
           f"{args.threads} threads; {load_line()}")
     times = {}
-    times["mental-edge batched (4 slots)"] = mental_edge_run(gguf, posts, task, args, None)
-    times["mental-edge --sequential"] = mental_edge_run(gguf, posts, task, args, 1)
-    times["plain loop"] = plain_loop(gguf, queries, args)
+    times["mental-edge batched (4 slots)"], batched = mental_edge_run(gguf, posts, task, args, None)
+    times["mental-edge --sequential"], sequential = mental_edge_run(gguf, posts, task, args, 1)
+    times["plain loop"], read, generated = plain_loop(gguf, queries, args)
     if not args.skip_transformers:
         times["transformers"] = transformers_batches(hf, queries, args)
     ours = times["mental-edge batched (4 slots)"]
@@ -136,6 +131,9 @@ def bench(name: str, args) -> None:
         if who in times:
             got = times[who] / ours
             print(f"  target {target}x over {who}: {'met' if got >= target else 'NOT met'} ({got:.2f}x)")
+    print(best_case_line(kernel_costs(gguf, args.threads), read, generated, times["plain loop"]))
+    same = sum(a == b for a, b in zip(batched, sequential))
+    print(f"  batched results equal the sequential ones (label, probabilities, explanation): {same} of {len(posts)}")
     print(f"  ({load_line()} at the end)")
 
 
