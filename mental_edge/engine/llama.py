@@ -145,9 +145,10 @@ class LlamaEngine(Engine):
         per_token = max(2 * 2 * layers * kv_heads * head_dim, 1)  # keys and values, 2 bytes each
         if self.slots <= 1:
             return self.n_ctx
-        # a unified cache longer than the training context only makes llama.cpp warn (quietly: its log is off);
-        # no sequence goes past n_ctx. A batched run restarts the cache when full, so cells are worth having.
-        return max(self.n_ctx, min(self.n_ctx * self.slots, KV_BUDGET // per_token))
+        # a unified cache longer than the training context makes llama.cpp print an overflow warning to stderr,
+        # past its log callback (no sequence here goes past n_ctx), so stay within it
+        ceiling = max(self.n_ctx, self._model.n_ctx_train())
+        return max(self.n_ctx, min(self.n_ctx * self.slots, KV_BUDGET // per_token, ceiling))
 
     @staticmethod
     def _load_model(path: Path, gpu_layers: int):
