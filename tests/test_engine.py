@@ -139,3 +139,16 @@ def test_truncated_model_file_is_refused(tmp_path, smollm2_gguf):
     cut.write_bytes(smollm2_gguf.read_bytes()[: 5_000_000])
     with pytest.raises(MentalEdgeError, match="could not load"):
         load_engine(cut)
+
+
+def test_candidates_that_do_not_all_fit_after_a_long_prompt_are_scored_in_turns(smollm2_gguf):
+    """A prompt near the end of the context with many answer sentences (CAMS at --ctx 512 made llama_decode fail)."""
+    eng = load_engine(smollm2_gguf, n_ctx=256, threads=2, slots=1)
+    try:
+        prompt = eng.tokenize("I have not slept and I cannot stop worrying. " * 30, add_bos=True)[:220]
+        conts = [eng.tokenize(f" Answer number {i} is the one that fits this post best.") for i in range(6)]
+        assert len(prompt) + sum(len(c) - 1 for c in conts) > eng.n_cells
+        together = eng.score(prompt, conts)
+        assert together == [eng.score(prompt, [c])[0] for c in conts]
+    finally:
+        eng.close()
