@@ -131,8 +131,10 @@ class LlamaEngine(Engine):
             metadata=meta,
         )
         self.settings = {"n_ctx": self.n_ctx, "threads": threads, "gpu_layers": gpu_layers, "n_batch": n_batch,
-                         "ubatch": self.n_ubatch, "slots": self.slots, "cache_cells": self.n_cells, "flash_attn": self.flash_attn,
+                         "ubatch": self.n_ubatch, "slots": self.slots, "cache_cells": self.n_cells,
+                         "flash_attn": self.flash_attn,
                          "cache_types": f"keys f16, values {self.value_type.name.lower()}"}
+        self.batcher = None  # the last batched run's Batcher, for its counts
 
     def _cache_cells(self, meta: dict) -> int:
         """One full context per sequence, plus what KV_BUDGET holds for batching (up to a context per slot)."""
@@ -340,7 +342,7 @@ class LlamaEngine(Engine):
             return super().run_requests(requests)
         from mental_edge.engine.llama_batch import Batcher
 
-        self.batcher = Batcher(self)  # the last run's, for its counts
+        self.batcher = Batcher(self)
         return self.batcher.run(requests)
 
     # -- scoring --------------------------------------------------------------------------------
