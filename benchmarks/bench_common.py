@@ -79,24 +79,6 @@ def kernel_costs(gguf: Path, threads: int) -> dict:
     return costs
 
 
-def transformers_batches(hf: Path, queries, args) -> float:
-    """The published MentaLLaMA evaluation's way: float32, left padding, batches of 8, greedy."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    torch.set_num_threads(args.threads)
-    tok = AutoTokenizer.from_pretrained(hf, padding_side="left")
-    if tok.pad_token is None:
-        tok.pad_token = tok.unk_token or tok.eos_token
-    model = AutoModelForCausalLM.from_pretrained(hf, dtype=torch.float32).eval()
-    start = time.perf_counter()
-    with torch.inference_mode():
-        for i in range(0, len(queries), 8):
-            batch = tok(queries[i : i + 8], return_tensors="pt", padding=True)
-            model.generate(**batch, max_new_tokens=args.max_tokens, do_sample=False, pad_token_id=tok.pad_token_id)
-    return time.perf_counter() - start
-
-
 def best_case_line(costs: dict, read: int, generated: int, plain_seconds: float) -> str:
     """The most any llama.cpp engine could gain over the plain loop on the loop's own work here: every prompt token
     read at the prompt cost, every generated token at the cheapest batched cost."""
