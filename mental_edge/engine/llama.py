@@ -414,6 +414,11 @@ class LlamaEngine(Engine):
     def _stream(self, prompt, max_tokens, sampling, stop, gen: Generation) -> Iterator[str]:
         gen.prompt_tokens = len(prompt)
         gen.reused_tokens = self._ingest(prompt)
+        yield from self._answer(max_tokens, sampling, stop, gen)
+
+    def _answer(self, max_tokens, sampling, stop, gen: Generation) -> Iterator[str]:
+        """Sample after the tokens sequence 0 holds (`_cached`, the last one's logits at `_last`), feeding each
+        sampled token back through `_append`, until max_tokens, an end token, a stop string or a full context."""
         sampler = self._sampler(sampling)
         text = StopText(stop)
         gen.finish_reason = "length"

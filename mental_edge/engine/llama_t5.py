@@ -12,7 +12,6 @@ sequence ids, so each decoder sequence attends to the one encoder output.
 
 from __future__ import annotations
 
-import codecs
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -22,7 +21,7 @@ from llama_cpp import _internals
 
 from mental_edge.engine.base import Engine, Generation, ModelInfo, Sampling, Segment, Seq2SeqPrompt
 from mental_edge.engine.llama import (
-    FILE_TYPES, ContextOverflow, LlamaEngine, StopText, _log_softmax, check_gguf, default_gpu_layers,
+    FILE_TYPES, ContextOverflow, LlamaEngine, _log_softmax, check_gguf, default_gpu_layers,
     default_threads,
 )
 from mental_edge.errors import MentalEdgeError
@@ -172,39 +171,16 @@ class LlamaT5Engine(LlamaEngine):
         if len(decoded) >= self.n_ctx:
             raise ContextOverflow(f"the answer start has {len(target)} tokens; the decoder holds {self.n_ctx}")
         self._decode_parts([(0, decoded)], logits="last")
-        sampler = self._sampler(sampling)
-        text = StopText(stop)
-        gen.finish_reason = "length"
-        try:
-            for _ in range(max_tokens):
-                if len(decoded) >= self.n_ctx:
-                    gen.finish_reason = "context"
-                    break
-                token = sampler.sample(self._ctx, -1)
-                if self.is_end(token):
-                    gen.finish_reason = "stop"
-                    break
-                self._append(token, len(decoded))
-                decoded.append(token)
-                gen.generated_tokens += 1
-                out = text.feed(self._piece(token))
-                if out:
-                    yield out
-                if text.stopped:
-                    gen.finish_reason = "stop"
-                    return
-            rest = text.flush()
-            if rest:
-                yield rest
-        finally:
-            sampler.close()
+        self._cached, self._last = decoded, -1  # what the decoder's sequence 0 holds; its last logits
+        yield from self._answer(max_tokens, sampling, stop, gen)
 
-    def _append(self, token: int, position: int) -> None:
+    def _append(self, token: int) -> None:
         batch = self._batch.batch
-        batch.token[0], batch.pos[0], batch.n_seq_id[0], batch.logits[0] = token, position, 1, True
+        batch.token[0], batch.pos[0], batch.n_seq_id[0], batch.logits[0] = token, len(self._cached), 1, True
         batch.seq_id[0][0] = 0
         batch.n_tokens = 1
         self._call(self._ctx.decode)
+        self._cached.append(token)
 
 
 def _model_info(path: Path, name: str | None, model, n_ctx_train: int) -> ModelInfo:
