@@ -11,7 +11,11 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
+
+from mental_edge.engine import Segment
+from mental_edge.tasks import load_tasks
 
 IMHI_FAMILIES = ("DR", "dreaddit", "Irf", "MultiWD", "SAD", "CAMS")
 
@@ -100,3 +104,42 @@ def write_bart(folder: Path, imhi_dir: Path, seed: int = 0) -> Path:
                       forced_bos_token_id=0, forced_eos_token_id=2, min_length=12, max_length=142)
     (folder / "generation_config.json").write_text(json.dumps(generation))
     return folder
+
+
+# -- checks shared by the T5 and BART tests ---------------------------------------------------------------
+
+def source_tokens(engine, query: str) -> list[int]:
+    """A query as the encoder reads it (the model's own additions: T5's trailing </s>, BART's <s>...</s>)."""
+    return engine.tokenize_segments([Segment(query)], add_bos=True)
+
+
+def hf_answer_scores(model, source, continuations, decoder_prefix) -> list[float]:
+    """transformers' log P(continuation | source), the decoder fed `decoder_prefix` first (T5: its start token;
+    BART: </s> <s>), so the continuation is scored from the prefix's last position on."""
+    out = []
+    skip = len(decoder_prefix) - 1
+    with torch.no_grad():
+        for cont in continuations:
+            decoder = torch.tensor([[*decoder_prefix, *cont[:-1]]])
+            logp = model(input_ids=torch.tensor([source]), decoder_input_ids=decoder).logits.log_softmax(-1)[0, skip:]
+            out.append(float(logp[torch.arange(len(cont)), torch.tensor(cont)].sum()))
+    return out
+
+
+def quantized_agreement(engines, queries, quantized: str) -> tuple[int, int, int]:
+    """Over the IMHI completion queries that fit the encoder: how often the `quantized` engine picks the f32
+    engine's label (the task's answer sentences scored) and gives its greedy 8 tokens; (labels, greedy, total)."""
+    tasks = load_tasks()
+    labels = greedy = total = 0
+    for query in queries:
+        source = source_tokens(engines["f32"], query)
+        if len(source) > engines["f32"].n_ctx:
+            continue
+        task, _post = tasks.parse_query(query, "completion")
+        answers = [engines["f32"].tokenize(task.answer(label, "completion")) for label in task.labels]
+        picks = [int(np.argmax(engines[k].score(source, answers))) for k in ("f32", quantized)]
+        texts = [engines[k].generate(source, max_tokens=8).text() for k in ("f32", quantized)]
+        labels += picks[0] == picks[1]
+        greedy += texts[0] == texts[1]
+        total += 1
+    return labels, greedy, total

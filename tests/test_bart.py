@@ -12,11 +12,11 @@ from transformers import BartForConditionalGeneration, BartTokenizer, Generation
 
 from mental_edge.cli import main
 from mental_edge.convert import ConversionError, convert_checkpoint
-from mental_edge.engine import Sampling, Segment, Seq2SeqPrompt, load_engine
+from mental_edge.engine import Sampling, Seq2SeqPrompt, load_engine
 from mental_edge.engine.ctranslate2 import CT2Engine
 from mental_edge.errors import MentalEdgeError
 from mental_edge.tasks import load_tasks
-from seq2seq_tiny import imhi_queries, write_bart
+from seq2seq_tiny import hf_answer_scores, imhi_queries, quantized_agreement, source_tokens, write_bart
 
 SCORE_TOL = 1e-3  # nats per answer, CTranslate2 float32 against transformers fp32 (measured worst: 4e-6)
 TIE_MARGIN = 0.01  # logits this close may swap under rounding
@@ -49,19 +49,6 @@ def reference(bart_dir):
 def queries(imhi_dir):
     return imhi_queries(imhi_dir)
 
-
-def _source(engine, query):
-    return engine.tokenize_segments([Segment(query)], add_bos=True)
-
-
-def _hf_scores(model, source, continuations):
-    out = []
-    with torch.no_grad():
-        for cont in continuations:
-            decoder = torch.tensor([[START, BOS, *cont[:-1]]])
-            logp = model(input_ids=torch.tensor([source]), decoder_input_ids=decoder).logits.log_softmax(-1)[0, 1:]
-            out.append(float(logp[torch.arange(len(cont)), torch.tensor(cont)].sum()))
-    return out
 
 
 def _hf_greedy(model, source, max_new_tokens, prefix=()):
@@ -99,11 +86,11 @@ def test_tokenization_equals_the_reference_tokenizer_on_imhi_queries(engines, re
     tokenizer, _ = reference
     engine = engines["f32"]
     for query in queries:
-        ours = _source(engine, query)
+        ours = source_tokens(engine, query)
         assert ours == tokenizer(query).input_ids
         assert engine.token_text(ours[-2]) == "Ġ"  # the completion prompt's trailing space is kept
     assert [engine.tokenize(a) for a in ANSWERS] == [tokenizer(a, add_special_tokens=False).input_ids for a in ANSWERS]
-    typed = _source(engine, "a </s> b <s>")
+    typed = source_tokens(engine, "a </s> b <s>")
     assert typed.count(EOS) == 1 and typed.count(BOS) == 1  # only the frame's own
 
 
@@ -112,11 +99,11 @@ def test_scores_match_transformers(engines, reference, queries):
     engine = engines["f32"]
     worst = 0.0
     for query in queries[::4]:
-        source = _source(engine, query)
+        source = source_tokens(engine, query)
         if len(source) > engine.n_ctx:
             continue
         continuations = [engine.tokenize(a) for a in ANSWERS]
-        ours, theirs = engine.score(source, continuations), _hf_scores(model, source, continuations)
+        ours, theirs = engine.score(source, continuations), hf_answer_scores(model, source, continuations, (START, BOS))
         worst = max(worst, float(np.max(np.abs(np.array(ours) - theirs))))
     assert worst < SCORE_TOL, worst
 
@@ -126,7 +113,7 @@ def test_greedy_generation_is_plain_greedy_and_matches_transformers(engines, ref
     engine = engines["f32"]
     compared = checked = 0
     for query in queries[::3]:
-        source = _source(engine, query)
+        source = source_tokens(engine, query)
         if len(source) > engine.n_ctx:
             continue
         gen = engine.generate(source, max_tokens=16)
@@ -144,7 +131,7 @@ def test_generation_continues_a_decoder_prefix(engines, reference, queries):
     engine = engines["f32"]
     compared = 0
     for query, prefix in zip(sorted(queries, key=len)[:6], [engine.tokenize(a) for a in ANSWERS * 2]):
-        source = _source(engine, query)
+        source = source_tokens(engine, query)
         ours = engine.generate(Seq2SeqPrompt(tuple(source), tuple(prefix)), max_tokens=8).text()
         theirs, _ = _hf_greedy(model, source, 8, prefix)
         assert ours.startswith(tokenizer.decode(theirs, skip_special_tokens=True))
@@ -157,26 +144,14 @@ def test_sampling_follows_the_seed_of_an_engines_first_sampled_request(folders, 
     runs = []
     for seed in (1, 1, 2):
         engine = load_engine(folders["f32"], threads=2)
-        source = _source(engine, min(queries, key=len))
+        source = source_tokens(engine, min(queries, key=len))
         runs.append(engine.generate(source, max_tokens=12, sampling=Sampling(temperature=1.5, seed=seed)).text())
         engine.close()
     assert runs[0] == runs[1] and runs[0] != runs[2]
 
 
 def test_int8_agrees_with_f32_on_imhi_answers(engines, queries):
-    tasks = load_tasks()
-    labels = greedy = total = 0
-    for query in queries:
-        source = _source(engines["f32"], query)
-        if len(source) > engines["f32"].n_ctx:
-            continue
-        task, _post = tasks.parse_query(query, "completion")
-        answers = [engines["f32"].tokenize(task.answer(label, "completion")) for label in task.labels]
-        picks = [int(np.argmax(engines[k].score(source, answers))) for k in ("f32", "int8")]
-        texts = [engines[k].generate(source, max_tokens=8).text() for k in ("f32", "int8")]
-        labels += picks[0] == picks[1]
-        greedy += texts[0] == texts[1]
-        total += 1
+    labels, greedy, total = quantized_agreement(engines, queries, "int8")
     print(f"\nBART int8 vs f32 on {total} IMHI queries: label {labels}/{total}, greedy 8 tokens {greedy}/{total}")
     assert total >= 20
     # a random 64-wide model has near-ties everywhere (see the report for the measured rates)
@@ -185,7 +160,7 @@ def test_int8_agrees_with_f32_on_imhi_answers(engines, queries):
 
 def test_a_prompt_longer_than_the_encoder_context_is_one_clear_error(folders):
     engine = load_engine(folders["f32"], n_ctx=64, threads=2)
-    source = _source(engine, "sad " * 200)
+    source = source_tokens(engine, "sad " * 200)
     with pytest.raises(MentalEdgeError, match=f"the prompt has {len(source)} tokens; the encoder reads at most 64"):
         engine.score(source, [[5]])
     with pytest.raises(MentalEdgeError, match="encoder reads at most 64"):
@@ -234,8 +209,8 @@ def test_analyze_end_to_end_on_a_converted_bart(folders, reference, tmp_path):
     task = load_tasks().task("DR")
     source = tokenizer(task.render(post, "completion")).input_ids
     labels = list(task.labels)
-    scores = _hf_scores(model, source, [tokenizer(task.answer(l, "completion"), add_special_tokens=False).input_ids
-                                        for l in labels])
+    answers = [tokenizer(task.answer(l, "completion"), add_special_tokens=False).input_ids for l in labels]
+    scores = hf_answer_scores(model, source, answers, (START, BOS))
     expected = np.exp(np.array(scores) - max(scores))
     expected /= expected.sum()
     assert np.allclose([record["probabilities"][l] for l in labels], expected, atol=1e-3), record

@@ -23,6 +23,7 @@ import pytest
 from click.testing import CliRunner
 
 import glm_tiny
+from test_convert_roundtrip import llama_logits
 from mental_edge.cli import main
 from mental_edge.convert import convert_checkpoint
 from mental_edge.convert.arch.chatglm import Hparams
@@ -164,21 +165,6 @@ def test_glm_bad_ranks_file_is_one_line(tmp_path):
 
 
 # --- the forward pass -----------------------------------------------------------------------------------------
-
-def llama_logits(path, token_lists):
-    from llama_cpp import Llama
-
-    llm = Llama(str(path), n_ctx=512, n_batch=512, logits_all=True, n_threads=2, verbose=False, seed=0)
-    try:
-        out = []
-        for tokens in token_lists:
-            llm.reset()
-            llm.eval(tokens)
-            out.append(np.array(llm.scores[: len(tokens)], dtype=np.float32))
-        return out
-    finally:
-        llm.close()
-
 
 @pytest.fixture(scope="module")
 def prompt_ids(imhi_dir, enc):

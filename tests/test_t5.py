@@ -15,11 +15,11 @@ from transformers import AutoTokenizer, T5ForConditionalGeneration
 from mental_edge.cli import main
 from mental_edge.convert import ConversionError, convert_checkpoint
 from mental_edge.convert.arch import t5 as t5_arch
-from mental_edge.engine import Segment, Seq2SeqPrompt, load_engine
+from mental_edge.engine import Seq2SeqPrompt, load_engine
 from mental_edge.engine.llama_t5 import LlamaT5Engine
 from mental_edge.errors import MentalEdgeError
 from mental_edge.tasks import load_tasks
-from seq2seq_tiny import imhi_queries, write_t5
+from seq2seq_tiny import hf_answer_scores, imhi_queries, quantized_agreement, source_tokens, write_t5
 
 SCORE_TOL = 0.02  # nats per answer, f32 GGUF (f16 KV cache) against transformers fp32; measured worst 0.008
 TIE_MARGIN = 0.05  # logits this close may swap under rounding
@@ -60,19 +60,6 @@ def queries(imhi_dir):
     return imhi_queries(imhi_dir)
 
 
-def _source(engine, query):
-    return engine.tokenize_segments([Segment(query)], add_bos=True)
-
-
-def _hf_scores(model, source, continuations):
-    out = []
-    with torch.no_grad():
-        for cont in continuations:
-            decoder = torch.tensor([[model.config.decoder_start_token_id, *cont[:-1]]])
-            logp = model(input_ids=torch.tensor([source]), decoder_input_ids=decoder).logits.log_softmax(-1)[0]
-            out.append(float(logp[torch.arange(len(cont)), torch.tensor(cont)].sum()))
-    return out
-
 
 def test_load_engine_picks_the_encoder_decoder_engine(engines):
     engine = engines["f32"]
@@ -87,13 +74,13 @@ def test_tokenization_equals_the_reference_tokenizer_on_imhi_queries(engines, re
     tokenizer, _ = reference
     sp = spm.SentencePieceProcessor(model_file=str(t5_dir / "spiece.model"))
     for query in queries:
-        ours = _source(engines["f32"], query)
+        ours = source_tokens(engines["f32"], query)
         assert ours == tokenizer(query).input_ids
         assert ours == sp.encode(query) + [1]  # the original SentencePiece model, then </s>
     answers = [engines["f32"].tokenize(a) for a in ANSWERS]
     assert answers == [tokenizer(a, add_special_tokens=False).input_ids for a in ANSWERS]
     # typed sentinels and </s> in a post stay text
-    typed = _source(engines["f32"], "a </s> b <extra_id_0>")
+    typed = source_tokens(engines["f32"], "a </s> b <extra_id_0>")
     assert typed.count(1) == 1 and max(typed) < 600
 
 
@@ -102,11 +89,11 @@ def test_scores_match_transformers(engines, reference, queries):
     engine = engines["f32"]
     worst = 0.0
     for query in queries[::4]:
-        source = _source(engine, query)
+        source = source_tokens(engine, query)
         if len(source) > engine.n_ctx:
             continue
         continuations = [engine.tokenize(a) for a in ANSWERS]
-        ours, theirs = engine.score(source, continuations), _hf_scores(model, source, continuations)
+        ours, theirs = engine.score(source, continuations), hf_answer_scores(model, source, continuations, (model.config.decoder_start_token_id,))
         worst = max(worst, float(np.max(np.abs(np.array(ours) - theirs))))
     assert worst < SCORE_TOL, worst
 
@@ -114,9 +101,9 @@ def test_scores_match_transformers(engines, reference, queries):
 def test_probabilities_need_the_output_scaling(engines, reference, queries):
     """Without the scaled output weight the greedy choice survives but the probabilities do not."""
     tokenizer, model = reference
-    source = _source(engines["f32"], queries[0])
+    source = source_tokens(engines["f32"], queries[0])
     continuations = [engines["f32"].tokenize(a) for a in ANSWERS[:2]]
-    theirs = _hf_scores(model, source, continuations)
+    theirs = hf_answer_scores(model, source, continuations, (model.config.decoder_start_token_id,))
     scaled = engines["f32"].score(source, continuations)
     unscaled = engines["unscaled"].score(source, continuations)
     assert np.allclose(scaled, theirs, atol=SCORE_TOL)
@@ -145,7 +132,7 @@ def test_greedy_generation_matches_transformers(engines, reference, queries):
     engine = engines["f32"]
     compared = 0
     for query in queries[::3]:
-        source = _source(engine, query)
+        source = source_tokens(engine, query)
         gen = engine.generate(source, max_tokens=16)
         ours = gen.text().strip()
         theirs, cut = _hf_greedy(model, source, 16)
@@ -162,7 +149,7 @@ def test_greedy_generation_matches_transformers(engines, reference, queries):
 def test_generation_continues_a_decoder_prefix(engines, reference, queries):
     tokenizer, model = reference
     engine = engines["f32"]
-    source = _source(engine, queries[1])
+    source = source_tokens(engine, queries[1])
     prefix = engine.tokenize("no. Reasoning:")
     ours = engine.generate(Seq2SeqPrompt(tuple(source), tuple(prefix)), max_tokens=8).text()
     theirs, _ = _hf_greedy(model, source, 8, decoder_prefix=[model.config.decoder_start_token_id, *prefix])
@@ -173,7 +160,7 @@ def test_sampling_is_seeded(engines, queries):
     from mental_edge.engine import Sampling
 
     engine = engines["f32"]
-    source = _source(engine, min(queries, key=len))
+    source = source_tokens(engine, min(queries, key=len))
     runs = [engine.generate(source, max_tokens=12, sampling=Sampling(temperature=1.5, seed=s)).text() for s in (1, 1, 2)]
     assert runs[0] == runs[1] and runs[0] != runs[2]
 
@@ -181,19 +168,7 @@ def test_sampling_is_seeded(engines, queries):
 def test_q8_0_agrees_with_f32_on_imhi_answers(engines, queries):
     """Each IMHI completion query that fits the encoder: its scored label (the task's answer sentences) and its
     greedy answer (8 tokens), Q8_0 against f32."""
-    tasks = load_tasks()
-    labels = greedy = total = 0
-    for query in queries:
-        source = _source(engines["f32"], query)
-        if len(source) > engines["f32"].n_ctx:
-            continue
-        task, _post = tasks.parse_query(query, "completion")
-        answers = [engines["f32"].tokenize(task.answer(label, "completion")) for label in task.labels]
-        picks = [int(np.argmax(engines[k].score(source, answers))) for k in ("f32", "q8_0")]
-        texts = [engines[k].generate(source, max_tokens=8).text() for k in ("f32", "q8_0")]
-        labels += picks[0] == picks[1]
-        greedy += texts[0] == texts[1]
-        total += 1
+    labels, greedy, total = quantized_agreement(engines, queries, "q8_0")
     print(f"\nT5 Q8_0 vs f32 on {total} IMHI queries: label {labels}/{total}, greedy 8 tokens {greedy}/{total}")
     assert total >= 20
     # a random 64-wide model has near-ties everywhere (measured: labels 28/34, see the report); a broken Q8_0
@@ -205,9 +180,9 @@ def test_a_prompt_longer_than_the_encoder_context_is_one_clear_error(t5_files):
     engine = load_engine(t5_files["f32"], n_ctx=64, threads=2)
     try:
         with pytest.raises(MentalEdgeError, match="the prompt has 601 tokens; the encoder reads at most 64"):
-            engine.score(_source(engine, "sad " * 200), [[5]])
+            engine.score(source_tokens(engine, "sad " * 200), [[5]])
         with pytest.raises(MentalEdgeError, match="encoder reads at most 64"):
-            engine.generate(_source(engine, "sad " * 200), max_tokens=4).text()
+            engine.generate(source_tokens(engine, "sad " * 200), max_tokens=4).text()
     finally:
         engine.close()
 
@@ -233,8 +208,8 @@ def test_analyze_end_to_end_on_a_converted_t5(t5_files, reference, tmp_path):
     task = load_tasks().task("DR")
     source = tokenizer(task.render(post, "completion")).input_ids
     labels = list(task.labels)
-    scores = _hf_scores(model, source, [tokenizer(task.answer(l, "completion"), add_special_tokens=False).input_ids
-                                        for l in labels])
+    answers = [tokenizer(task.answer(l, "completion"), add_special_tokens=False).input_ids for l in labels]
+    scores = hf_answer_scores(model, source, answers, (model.config.decoder_start_token_id,))
     expected = np.exp(np.array(scores) - max(scores))
     expected /= expected.sum()
     got = [record["probabilities"][l] for l in labels] if "probabilities" in record else None
