@@ -80,7 +80,8 @@ def render(report: dict) -> str:
         ]
     st = report["store"]
     lines += ["", f"model store:          {st['location']}",
-              f"                      {st['models']} model(s), {_size(st['size_bytes'])}", "", "optional engines:"]
+              f"                      {st['models']} model(s), {store.size_text(st['size_bytes'])}",
+              "", "optional engines:"]
     for name, purpose in OPTIONAL.items():
         version = report["optional"][name]
         lines.append(f"  {name:<12} {version or 'not installed':<16} {purpose}")
@@ -91,11 +92,3 @@ def backends(system_info: str) -> list[str]:
     """Backend names in llama.cpp's system info ("CUDA : ARCHS = 890 | ... | CPU : SSE3 = 1 | ..."): each
     backend's features follow its name and a colon."""
     return re.findall(r"(?:^|\|)\s*([A-Za-z][\w-]*) : ", system_info)
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"

@@ -47,6 +47,15 @@ class ModelEntry:
 # ---------------------------------------------------------------- places
 
 
+def size_text(n: int) -> str:
+    """A file size for people, in binary units (as the memory figures in the README)."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
 def store_home() -> Path:
     """The store folder, created owner-only on first use."""
     home = Path(os.environ.get("MENTAL_EDGE_HOME") or Path.home() / ".cache" / "mental-edge").expanduser()

@@ -23,7 +23,7 @@ def pull(name_or_repo, quant, revision, outtype, keep_download):
     entry = store.pull(
         name_or_repo, quant=quant, revision=revision, outtype=outtype, progress=_say, keep_download=keep_download
     )
-    click.echo(f"{entry.name}: {entry.architecture} {entry.quant}, {_size(entry.size)}, sha256 {entry.sha256[:12]}")
+    click.echo(_summary(entry))
 
 
 @main.command("import")
@@ -32,7 +32,7 @@ def pull(name_or_repo, quant, revision, outtype, keep_download):
 def import_cmd(file, name):
     """Add a GGUF file (or a CTranslate2 folder) to the store, e.g. one carried to an offline machine."""
     entry = store.import_model(file, name=name)
-    click.echo(f"{entry.name}: {entry.architecture} {entry.quant}, {_size(entry.size)}, sha256 {entry.sha256[:12]}")
+    click.echo(_summary(entry))
 
 
 @main.group(invoke_without_command=True)
@@ -51,7 +51,7 @@ def ls():
         click.echo(f"The store ({store.store_home()}) is empty: {store.HOW_TO_GET}.")
         return
     rows = [_COLUMNS] + [
-        (e.name, e.architecture, e.quant, _size(e.size), e.sha256[:12], e.source, e.revision[:12] or "-")
+        (e.name, e.architecture, e.quant, store.size_text(e.size), e.sha256[:12], e.source, e.revision[:12] or "-")
         for e in entries
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
@@ -67,9 +67,5 @@ def rm(name):
     click.echo(f"removed {entry.name}")
 
 
-def _size(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n} GB"
+def _summary(entry: store.ModelEntry) -> str:
+    return f"{entry.name}: {entry.architecture} {entry.quant}, {store.size_text(entry.size)}, sha256 {entry.sha256[:12]}"
