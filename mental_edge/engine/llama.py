@@ -35,9 +35,10 @@ CPU_UBATCH = 32
 # llama.cpp's CPU flash attention reads a token decoded alone on another path when the cache's keys and values are
 # f16 (or f32) and 512 cells or more are in use, so that token's logits depend on how many cells the cache holds,
 # other posts' included: up to 0.56 of a logit on the test model. bf16 values keep every row on the one path (f32
-# sums); keys stay f16. Against transformers f32 on SmolLM2 converted to f16 (6 IMHI and test prompts, every
-# position): worst logit difference 0.079 with bf16 values and 0.154 with f16 ones, mean error of the next
-# token's log-probability 0.0026 and 0.0023 nats; same speed and size. (q8_0 values: 0.21 and 0.0063.)
+# sums); keys stay f16. Against transformers f32 on SmolLM2 converted to f16 (every position of 6 IMHI prompts):
+# worst logit difference 0.079 with bf16 values and 0.154 with f16 ones, mean error of the next token's
+# log-probability 0.0022 nats either way; a token decoded alone costs about 7% more at 430 cells (the split path
+# is the quicker one); same size. q8_0 values: 0.21 and 0.0052. `python benchmarks/cache_types.py` measures it.
 CPU_VALUE_TYPE = GGMLQuantizationType.BF16
 
 FILE_TYPES = {
