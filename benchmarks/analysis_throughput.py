@@ -32,17 +32,25 @@ import time
 from pathlib import Path
 
 from bench_common import REPO, best_case_line, imhi_posts, kernel_costs, load_line, smollm2
+
 from mental_edge.analysis import Analyzer
 from mental_edge.engine import load_engine
 from mental_edge.tasks import load_tasks
 
 WORK = Path(tempfile.gettempdir()) / "mental-edge-bench"
-ONE_B = dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=16, num_attention_heads=32,
-             num_key_value_heads=4, max_position_embeddings=2048)
+ONE_B = dict(
+    hidden_size=2048,
+    intermediate_size=5632,
+    num_hidden_layers=16,
+    num_attention_heads=32,
+    num_key_value_heads=4,
+    max_position_embeddings=2048,
+)
 TARGETS = {"smollm2": {"plain loop": 1.5}, "1b": {"plain loop": 2.5, "transformers": 3.0}}
 
 
 # -- the models ---------------------------------------------------------------------------------------
+
 
 def smollm2_files() -> tuple[Path, Path]:
     gguf_path = smollm2()
@@ -65,12 +73,16 @@ def one_b_files() -> tuple[Path, Path]:
         convert_bench.SHAPES["1b"] = ONE_B
         convert_bench.build_checkpoint(hf, "1b")
     if not out.exists():
-        subprocess.run([sys.executable, "-m", "mental_edge", "convert", str(hf), "-o", str(out),
-                        "--outtype", "q8_0"], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [sys.executable, "-m", "mental_edge", "convert", str(hf), "-o", str(out), "--outtype", "q8_0"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
     return out, hf
 
 
 # -- the contenders -------------------------------------------------------------------------------------
+
 
 def mental_edge_run(gguf: Path, posts, task, args, slots: int | None) -> tuple[float, list]:
     """Seconds for the posts, and their results."""
@@ -90,8 +102,9 @@ def plain_loop(gguf: Path, queries, args) -> tuple[float, int, int]:
     generated."""
     import llama_cpp
 
-    llm = llama_cpp.Llama(model_path=str(gguf), n_ctx=2048, n_threads=args.threads, n_threads_batch=args.threads,
-                          verbose=False)
+    llm = llama_cpp.Llama(
+        model_path=str(gguf), n_ctx=2048, n_threads=args.threads, n_threads_batch=args.threads, verbose=False
+    )
     llm.create_completion(queries[0][:200], max_tokens=1, temperature=0)  # warm-up
     read = generated = 0
     before: list[int] = []
@@ -100,8 +113,9 @@ def plain_loop(gguf: Path, queries, args) -> tuple[float, int, int]:
         out = llm.create_completion(q, max_tokens=args.max_tokens, temperature=0.0)
         generated += out["usage"]["completion_tokens"]
         tokens = llm.tokenize(q.encode("utf-8"))
-        read += len(tokens) - next((i for i, (a, b) in enumerate(zip(tokens, before)) if a != b),
-                                   min(len(tokens), len(before)))
+        read += len(tokens) - next(
+            (i for i, (a, b) in enumerate(zip(tokens, before)) if a != b), min(len(tokens), len(before))
+        )
         before = tokens
     elapsed = time.perf_counter() - start
     llm.close()
@@ -128,13 +142,16 @@ def transformers_batches(hf: Path, queries, args) -> float:
 
 # -- one model ------------------------------------------------------------------------------------------
 
+
 def bench(name: str, args) -> None:
     gguf, hf = smollm2_files() if name == "smollm2" else one_b_files()
     task = load_tasks().task("DR")
     posts = imhi_posts("DR", args.posts)
     queries = [task.render(p, "instruction") for p in posts]
-    print(f"\n== {name}: {gguf.name}, {len(posts)} DR posts, {args.max_tokens} tokens of explanation at most, "
-          f"{args.threads} threads; {load_line()}")
+    print(
+        f"\n== {name}: {gguf.name}, {len(posts)} DR posts, {args.max_tokens} tokens of explanation at most, "
+        f"{args.threads} threads; {load_line()}"
+    )
     times = {}
     times["mental-edge batched (4 slots)"], batched = mental_edge_run(gguf, posts, task, args, None)
     times["mental-edge --sequential"], sequential = mental_edge_run(gguf, posts, task, args, 1)
@@ -143,8 +160,10 @@ def bench(name: str, args) -> None:
         times["transformers"] = transformers_batches(hf, queries, args)
     ours = times["mental-edge batched (4 slots)"]
     for who, seconds in times.items():
-        print(f"  {who:<32}{seconds:>8.1f} s {60 * len(posts) / seconds:>8.1f} posts/min"
-              f"   batched is {seconds / ours:.2f}x this")
+        print(
+            f"  {who:<32}{seconds:>8.1f} s {60 * len(posts) / seconds:>8.1f} posts/min"
+            f"   batched is {seconds / ours:.2f}x this"
+        )
     for who, target in TARGETS[name].items():
         if who in times:
             got = times[who] / ours
@@ -164,7 +183,7 @@ def main():
     ap.add_argument("--quick", action="store_true", help="fewer posts and tokens: a few minutes")
     ap.add_argument("--skip-transformers", action="store_true")
     args = ap.parse_args()
-    for name in (["smollm2", "1b"] if args.model == "both" else [args.model]):
+    for name in ["smollm2", "1b"] if args.model == "both" else [args.model]:
         run = argparse.Namespace(**vars(args))
         run.posts = args.posts or (4 if args.quick else 12)
         run.max_tokens = args.max_tokens or ((48 if name == "smollm2" else 128) // (2 if args.quick else 1))

@@ -83,8 +83,10 @@ def best_case_line(costs: dict, read: int, generated: int, plain_seconds: float)
     """The most any llama.cpp engine could gain over the plain loop on the loop's own work here: every prompt token
     read at the prompt cost, every generated token at the cheapest batched cost."""
     floor = (read * costs["prompt"] + generated * min(costs[1], costs[4], costs[16])) / 1000
-    return (f"  llama.cpp here: {costs['prompt']:.1f} ms per prompt token; a decode step {costs[1]:.1f} ms per "
-            f"sequence alone, {costs[4]:.1f} with 4 side by side, {costs[16]:.1f} with 16\n"
-            f"  the plain loop's work ({read} prompt tokens to read, {generated} to generate) at those best costs: "
-            f"{floor:.1f} s, so no llama.cpp engine could beat the plain loop by more than "
-            f"{plain_seconds / floor:.2f}x on this machine")
+    return (
+        f"  llama.cpp here: {costs['prompt']:.1f} ms per prompt token; a decode step {costs[1]:.1f} ms per "
+        f"sequence alone, {costs[4]:.1f} with 4 side by side, {costs[16]:.1f} with 16\n"
+        f"  the plain loop's work ({read} prompt tokens to read, {generated} to generate) at those best costs: "
+        f"{floor:.1f} s, so no llama.cpp engine could beat the plain loop by more than "
+        f"{plain_seconds / floor:.2f}x on this machine"
+    )

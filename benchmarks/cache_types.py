@@ -19,10 +19,10 @@ import sys
 import time
 
 import numpy as np
-from gguf import GGMLQuantizationType
-
 from analysis_throughput import WORK, smollm2_files
 from bench_common import imhi_posts, load_line
+from gguf import GGMLQuantizationType
+
 from mental_edge.tasks import load_tasks
 
 VALUE_TYPES = ("F16", "BF16", "Q8_0")
@@ -31,8 +31,11 @@ VALUE_TYPES = ("F16", "BF16", "Q8_0")
 def f16_gguf(hf) -> str:
     out = WORK / "smollm2-f16.gguf"
     if not out.exists():
-        subprocess.run([sys.executable, "-m", "mental_edge", "convert", str(hf), "-o", str(out), "--outtype", "f16"],
-                       check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [sys.executable, "-m", "mental_edge", "convert", str(hf), "-o", str(out), "--outtype", "f16"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
     return str(out)
 
 
@@ -52,8 +55,17 @@ def _log_softmax(x: np.ndarray) -> np.ndarray:
 def measure(path: str, value_type: str, token_lists, reference, threads: int) -> dict:
     from llama_cpp import Llama
 
-    llm = Llama(path, n_ctx=1024, n_batch=512, n_ubatch=32, logits_all=True, n_threads=threads, verbose=False,
-                flash_attn=True, type_v=int(GGMLQuantizationType[value_type]))
+    llm = Llama(
+        path,
+        n_ctx=1024,
+        n_batch=512,
+        n_ubatch=32,
+        logits_all=True,
+        n_threads=threads,
+        verbose=False,
+        flash_attn=True,
+        type_v=int(GGMLQuantizationType[value_type]),
+    )
     worst, errors = 0.0, []
     for tokens, ref in zip(token_lists, reference):
         llm.reset()
@@ -87,8 +99,10 @@ def main():
     tokenizer = AutoTokenizer.from_pretrained(hf)
     task = load_tasks().task("DR")
     token_lists = [tokenizer(task.render(p, "instruction"))["input_ids"][:400] for p in imhi_posts("DR", args.prompts)]
-    print(f"SmolLM2 f16 GGUF vs transformers f32, {len(token_lists)} DR prompts "
-          f"({sum(map(len, token_lists))} positions), {args.threads} threads; {load_line()}")
+    print(
+        f"SmolLM2 f16 GGUF vs transformers f32, {len(token_lists)} DR prompts "
+        f"({sum(map(len, token_lists))} positions), {args.threads} threads; {load_line()}"
+    )
     reference = reference_logits(hf, token_lists)
     print(f"  {'values':<8}{'worst logit diff':>18}{'next-token logprob error mean / max':>38}{'ms per token':>15}")
     for value_type in VALUE_TYPES:

@@ -16,9 +16,15 @@ from mental_edge.chat_format import Message, chat_format_for
 from mental_edge.engine import Sampling, load_engine
 
 QUESTIONS = [
-    "Hi! I'd like to talk about sleep.", "Why do people wake up at 4 am?", "Does coffee in the afternoon matter?",
-    "What about screens before bed?", "Is napping a good idea?", "How long should a nap be?",
-    "Can exercise help me sleep?", "What time of day is best for exercise?", "Should I keep a sleep diary?",
+    "Hi! I'd like to talk about sleep.",
+    "Why do people wake up at 4 am?",
+    "Does coffee in the afternoon matter?",
+    "What about screens before bed?",
+    "Is napping a good idea?",
+    "How long should a nap be?",
+    "Can exercise help me sleep?",
+    "What time of day is best for exercise?",
+    "Should I keep a sleep diary?",
     "Thanks. Can you summarise your advice in three points?",
 ]
 
@@ -74,16 +80,19 @@ def main():
     fmt = chat_format_for(engine)
     turns = converse(engine, fmt, args.max_tokens)
     for i, (tokens, reused) in enumerate(turns, 1):
-        print(f"turn {i:2d}: prompt {len(tokens):4d} tokens, {reused:4d} reused from the cache, "
-              f"{len(tokens) - reused:3d} read")
+        print(
+            f"turn {i:2d}: prompt {len(tokens):4d} tokens, {reused:4d} reused from the cache, "
+            f"{len(tokens) - reused:3d} read"
+        )
     (first, _), (tenth, reused10) = turns[0], turns[9]
     t1, b1, _ = repeated(engine, first, [], args.repeats, fmt.stop)
     t10, b10, g10 = repeated(engine, tenth, tenth[:reused10], args.repeats, fmt.stop)
     cold, bcold, _ = repeated(engine, tenth, [], max(1, args.repeats // 2), fmt.stop)
     print(f"\ntime to first token (median / best of {args.repeats}), {engine.settings['threads']} threads:")
     print(f"turn 1:  {t1 * 1000:7.1f} / {b1 * 1000:7.1f} ms  ({len(first)} prompt tokens, none cached)")
-    print(f"turn 10: {t10 * 1000:7.1f} / {b10 * 1000:7.1f} ms  "
-          f"({len(tenth)} prompt tokens, {g10.reused_tokens} reused)")
+    print(
+        f"turn 10: {t10 * 1000:7.1f} / {b10 * 1000:7.1f} ms  ({len(tenth)} prompt tokens, {g10.reused_tokens} reused)"
+    )
     print(f"turn 10 / turn 1: {t10 / t1:.2f} (median), {b10 / b1:.2f} (best)")
     print(f"turn 10 without the cache: {cold * 1000:.1f} / {bcold * 1000:.1f} ms, {cold / t10:.1f}x the reused turn 10")
     engine.close()

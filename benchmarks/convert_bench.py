@@ -34,24 +34,58 @@ REPO = Path(__file__).resolve().parents[1]
 SPM_VOCAB = REPO.parent / "shared" / "fixtures" / "vocab" / "ggml-vocab-llama-spm.gguf"
 
 SHAPES = {
-    "7b": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
-               num_key_value_heads=32, max_position_embeddings=4096),
+    "7b": dict(
+        hidden_size=4096,
+        intermediate_size=11008,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=32,
+        max_position_embeddings=4096,
+    ),
     # LLaMA-2-7B widths with 2 of its 32 layers: memory peaks per tensor (the 32000 x 4096 embedding is the
     # largest), so this shows the full 7B's peak RSS in a fraction of the time and disk
-    "7b-slice": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=2, num_attention_heads=32,
-                     num_key_value_heads=32, max_position_embeddings=4096),
-    "small": dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22, num_attention_heads=32,
-                  num_key_value_heads=4, max_position_embeddings=2048),
-    "tiny": dict(hidden_size=512, intermediate_size=1408, num_hidden_layers=4, num_attention_heads=8,
-                 num_key_value_heads=8, max_position_embeddings=1024),
+    "7b-slice": dict(
+        hidden_size=4096,
+        intermediate_size=11008,
+        num_hidden_layers=2,
+        num_attention_heads=32,
+        num_key_value_heads=32,
+        max_position_embeddings=4096,
+    ),
+    "small": dict(
+        hidden_size=2048,
+        intermediate_size=5632,
+        num_hidden_layers=22,
+        num_attention_heads=32,
+        num_key_value_heads=4,
+        max_position_embeddings=2048,
+    ),
+    "tiny": dict(
+        hidden_size=512,
+        intermediate_size=1408,
+        num_hidden_layers=4,
+        num_attention_heads=8,
+        num_key_value_heads=8,
+        max_position_embeddings=1024,
+    ),
 }
 SHARD_BYTES = 2 * 2**30
 
 
 def config_for(shape: str) -> dict:
-    return {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 32000,
-            "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "tie_word_embeddings": False, "hidden_act": "silu",
-            "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": "bfloat16", **SHAPES[shape]}
+    return {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "vocab_size": 32000,
+        "rms_norm_eps": 1e-5,
+        "rope_theta": 10000.0,
+        "tie_word_embeddings": False,
+        "hidden_act": "silu",
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+        "torch_dtype": "bfloat16",
+        **SHAPES[shape],
+    }
 
 
 def tensor_shapes(c: dict) -> dict[str, tuple[int, ...]]:
@@ -60,11 +94,19 @@ def tensor_shapes(c: dict) -> dict[str, tuple[int, ...]]:
     shapes = {"model.embed_tokens.weight": (v, h)}
     for i in range(c["num_hidden_layers"]):
         p = f"model.layers.{i}."
-        shapes.update({p + "self_attn.q_proj.weight": (h, h), p + "self_attn.k_proj.weight": (kv, h),
-                       p + "self_attn.v_proj.weight": (kv, h), p + "self_attn.o_proj.weight": (h, h),
-                       p + "mlp.gate_proj.weight": (ff, h), p + "mlp.up_proj.weight": (ff, h),
-                       p + "mlp.down_proj.weight": (h, ff), p + "input_layernorm.weight": (h,),
-                       p + "post_attention_layernorm.weight": (h,)})
+        shapes.update(
+            {
+                p + "self_attn.q_proj.weight": (h, h),
+                p + "self_attn.k_proj.weight": (kv, h),
+                p + "self_attn.v_proj.weight": (kv, h),
+                p + "self_attn.o_proj.weight": (h, h),
+                p + "mlp.gate_proj.weight": (ff, h),
+                p + "mlp.up_proj.weight": (ff, h),
+                p + "mlp.down_proj.weight": (h, ff),
+                p + "input_layernorm.weight": (h,),
+                p + "post_attention_layernorm.weight": (h,),
+            }
+        )
     shapes.update({"model.norm.weight": (h,), "lm_head.weight": (v, h)})
     return shapes
 
@@ -104,9 +146,17 @@ def build_checkpoint(folder: Path, shape: str) -> int:
     vocab = GGUFReader(SPM_VOCAB)
     fields = [vocab.fields[f"tokenizer.ggml.{k}"].contents() for k in ("tokens", "scores", "token_type")]
     (folder / "tokenizer.model").write_bytes(sentencepiece_model_bytes(*fields))
-    (folder / "tokenizer_config.json").write_text(json.dumps(
-        {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "add_bos_token": True,
-         "tokenizer_class": "LlamaTokenizer"}))
+    (folder / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "bos_token": "<s>",
+                "eos_token": "</s>",
+                "unk_token": "<unk>",
+                "add_bos_token": True,
+                "tokenizer_class": "LlamaTokenizer",
+            }
+        )
+    )
     shards, current, size = [], [], 0
     for name, s in shapes.items():
         nbytes = int(np.prod(s)) * 2
@@ -163,8 +213,21 @@ def llama_cpp_converter(args) -> Path:
     unpacked = args.cache / "llama_cpp_python-0.3.36" / "vendor" / "llama.cpp" / "convert_hf_to_gguf.py"
     if not unpacked.exists():
         args.cache.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, "-m", "pip", "download", "llama-cpp-python==0.3.36", "--no-deps",
-                        "--no-binary", ":all:", "-d", str(args.cache)], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "llama-cpp-python==0.3.36",
+                "--no-deps",
+                "--no-binary",
+                ":all:",
+                "-d",
+                str(args.cache),
+            ],
+            check=True,
+        )
         with tarfile.open(args.cache / "llama_cpp_python-0.3.36.tar.gz") as tar:
             tar.extractall(args.cache, filter="data")
     return unpacked
@@ -180,15 +243,20 @@ def compare_outputs(ours: Path, theirs: Path) -> str:
         return f"tensor names differ: {sorted(ta.keys() ^ tb.keys())[:5]}"
     diff = [n for n in ta if ta[n].tensor_type != tb[n].tensor_type or not np.array_equal(ta[n].data, tb[n].data)]
     keys = {k for k in a.fields.keys() | b.fields.keys() if not k.startswith(("general.", "GGUF."))}
-    kv_diff = sorted(k for k in keys if k not in a.fields or k not in b.fields
-                     or a.fields[k].contents() != b.fields[k].contents())
-    return (f"check against llama.cpp's output: {len(ta) - len(diff)}/{len(ta)} tensors identical in type and "
-            f"bytes; metadata keys that differ: {kv_diff or 'none'}")
+    kv_diff = sorted(
+        k for k in keys if k not in a.fields or k not in b.fields or a.fields[k].contents() != b.fields[k].contents()
+    )
+    return (
+        f"check against llama.cpp's output: {len(ta) - len(diff)}/{len(ta)} tensors identical in type and "
+        f"bytes; metadata keys that differ: {kv_diff or 'none'}"
+    )
 
 
 def _row(label: str, r: dict, nbytes: int) -> str:
-    return (f"{label:34} {r['seconds']:8.1f} {nbytes / r['seconds'] / 2**20:9.0f} "
-            f"{r['maxrss_kib'] / 2**20:9.2f} {r['anon_kib'] / 2**20:9.2f}")
+    return (
+        f"{label:34} {r['seconds']:8.1f} {nbytes / r['seconds'] / 2**20:9.0f} "
+        f"{r['maxrss_kib'] / 2**20:9.2f} {r['anon_kib'] / 2**20:9.2f}"
+    )
 
 
 def main(argv=None) -> None:
@@ -206,29 +274,35 @@ def main(argv=None) -> None:
         t0 = time.perf_counter()
         n_params = build_checkpoint(ckpt, args.shape)
         src_bytes = sum(p.stat().st_size for p in ckpt.glob("*.safetensors"))
-        print(f"shape {args.shape}: {n_params / 1e9:.2f}B parameters, {src_bytes / 2**30:.2f} GiB of bf16 "
-              f"safetensors (built in {time.perf_counter() - t0:.0f} s); {os.cpu_count()} CPUs")
+        print(
+            f"shape {args.shape}: {n_params / 1e9:.2f}B parameters, {src_bytes / 2**30:.2f} GiB of bf16 "
+            f"safetensors (built in {time.perf_counter() - t0:.0f} s); {os.cpu_count()} CPUs"
+        )
         me = [sys.executable, "-m", "mental_edge"]
         results = {}
         ours = work / "me-f16.gguf"
         results["mental-edge convert --outtype f16"] = measure([*me, "convert", str(ckpt), "-o", str(ours)])
         out = work / "me-q4km.gguf"
         results["mental-edge convert --quant Q4_K_M"] = measure(
-            [*me, "convert", str(ckpt), "-o", str(out), "--quant", "Q4_K_M"])
+            [*me, "convert", str(ckpt), "-o", str(out), "--quant", "Q4_K_M"]
+        )
         out.unlink()
         if not args.skip_llama_cpp:
             script = llama_cpp_converter(args)
             out = work / "lc-f16.gguf"
             results["llama.cpp convert_hf_to_gguf f16"] = measure(
-                [sys.executable, str(script), str(ckpt), "--outfile", str(out), "--outtype", "f16"])
+                [sys.executable, str(script), str(ckpt), "--outfile", str(out), "--outtype", "f16"]
+            )
             print(compare_outputs(ours, out))
         print(f"{'command':34} {'seconds':>8} {'MiB/s in':>9} {'maxRSS GiB':>9} {'anon GiB':>9}")
         for label, r in results.items():
             print(_row(label, r, src_bytes))
         if "llama.cpp convert_hf_to_gguf f16" in results:
             ours, theirs = results["mental-edge convert --outtype f16"], results["llama.cpp convert_hf_to_gguf f16"]
-            print(f"f16: mental-edge throughput / llama.cpp = {theirs['seconds'] / ours['seconds']:.2f}x, "
-                  f"peak RSS ratio = {ours['maxrss_kib'] / theirs['maxrss_kib']:.2f}")
+            print(
+                f"f16: mental-edge throughput / llama.cpp = {theirs['seconds'] / ours['seconds']:.2f}x, "
+                f"peak RSS ratio = {ours['maxrss_kib'] / theirs['maxrss_kib']:.2f}"
+            )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -18,8 +18,8 @@ import argparse
 import time
 
 import llama_cpp
-
 from bench_common import imhi_posts, load_line, smollm2
+
 from mental_edge.analysis import Analyzer
 from mental_edge.engine import Sampling, load_engine
 from mental_edge.prompt_format import query_format_for
@@ -62,7 +62,7 @@ def each(engine, clock, items, prepare, work) -> dict:
     for item in items:
         prepare(item)
         llama_cpp.llama_synchronize(engine._ctx.ctx)  # so its decode is not booked in the timing below
-        for key, value in measure(engine, clock, lambda: work(item)).items():
+        for key, value in measure(engine, clock, lambda item=item: work(item)).items():
             total[key] += value
     return total
 
@@ -83,8 +83,10 @@ def main():
     model = args.model or smollm2()
     task = load_tasks().task("DR")
     posts = imhi_posts("DR", args.posts)
-    print(f"model {model.name if hasattr(model, 'name') else model}, {args.threads} threads, {len(posts)} DR posts, "
-          f"{args.max_tokens} new tokens at most; {load_line()}")
+    print(
+        f"model {model.name if hasattr(model, 'name') else model}, {args.threads} threads, {len(posts)} DR posts, "
+        f"{args.max_tokens} new tokens at most; {load_line()}"
+    )
 
     rows = []
     engine = load_engine(model, threads=args.threads, slots=1, n_ctx=2048)
@@ -100,8 +102,11 @@ def main():
     rows.append(("prompt reading", "tokens", each(engine, clock, toks, lambda t: engine._forget(), read)))
 
     analyzer = Analyzer(engine, explain=False)
-    candidates = [analyzer._tokens(task.render(p, "instruction"), task.answer(label, "instruction"))
-                  for p in posts for label in task.labels]
+    candidates = [
+        analyzer._tokens(task.render(p, "instruction"), task.answer(label, "instruction"))
+        for p in posts
+        for label in task.labels
+    ]
 
     def score():
         n = 0
@@ -138,12 +143,16 @@ def main():
     rows.append((f"analysis, {args.slots} slots", "posts", measure(engine, clock, analyze)))
     engine.close()
 
-    print(f"{'phase':<22}{'count':>12}{'wall s':>9}{'llama_perf s':>14}{'in decode s':>13}"
-          f"{'wall/perf':>11}{'wall/decode':>13}{'rate (wall)':>16}{'rate (perf)':>16}")
+    print(
+        f"{'phase':<22}{'count':>12}{'wall s':>9}{'llama_perf s':>14}{'in decode s':>13}"
+        f"{'wall/perf':>11}{'wall/decode':>13}{'rate (wall)':>16}{'rate (perf)':>16}"
+    )
     for name, unit, m in rows:
-        print(f"{name:<22}{m['n']:>6} {unit:<5}{m['wall']:>9.3f}{m['perf']:>14.3f}{m['decode']:>13.3f}"
-              f"{m['wall'] / m['perf']:>11.3f}{m['wall'] / m['decode']:>13.3f}"
-              f"{m['n'] / m['wall']:>10.1f} {unit}/s{m['n'] / m['perf']:>10.1f} {unit}/s")
+        print(
+            f"{name:<22}{m['n']:>6} {unit:<5}{m['wall']:>9.3f}{m['perf']:>14.3f}{m['decode']:>13.3f}"
+            f"{m['wall'] / m['perf']:>11.3f}{m['wall'] / m['decode']:>13.3f}"
+            f"{m['n'] / m['wall']:>10.1f} {unit}/s{m['n'] / m['perf']:>10.1f} {unit}/s"
+        )
     worst = max(m["wall"] / m["decode"] for _, _, m in rows)
     verdict = "met" if worst <= 1.05 else "NOT met"
     print(f"target: wall within 5% of llama.cpp's time in every phase: {verdict} (worst wall/decode {worst:.3f})")

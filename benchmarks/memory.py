@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from bench_common import IMHI, load_line
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,11 +43,19 @@ def write_7b_q4_k(path: Path) -> Path:
     shapes = {"token_embd.weight": (n_vocab, width)}
     for i in range(n_layer):
         b = f"blk.{i}."
-        shapes.update({b + "attn_norm.weight": (width,), b + "ffn_norm.weight": (width,),
-                       b + "attn_q.weight": (width, width), b + "attn_k.weight": (width, width),
-                       b + "attn_v.weight": (width, width), b + "attn_output.weight": (width, width),
-                       b + "ffn_gate.weight": (ffn, width), b + "ffn_up.weight": (ffn, width),
-                       b + "ffn_down.weight": (width, ffn)})
+        shapes.update(
+            {
+                b + "attn_norm.weight": (width,),
+                b + "ffn_norm.weight": (width,),
+                b + "attn_q.weight": (width, width),
+                b + "attn_k.weight": (width, width),
+                b + "attn_v.weight": (width, width),
+                b + "attn_output.weight": (width, width),
+                b + "ffn_gate.weight": (ffn, width),
+                b + "ffn_up.weight": (ffn, width),
+                b + "ffn_down.weight": (width, ffn),
+            }
+        )
     shapes.update({"output_norm.weight": (width,), "output.weight": (n_vocab, width)})
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -71,13 +78,18 @@ def write_7b_q4_k(path: Path) -> Path:
             writer.add_tensor_info(name, shape, np.dtype(np.float32), shape[0] * 4)
         else:
             nbytes = shape[0] * shape[1] // block_size * type_size
-            writer.add_tensor_info(name, (shape[0], shape[1] // block_size * type_size), np.dtype(np.uint8), nbytes,
-                                   raw_dtype=gguf.GGMLQuantizationType.Q4_K)
+            writer.add_tensor_info(
+                name,
+                (shape[0], shape[1] // block_size * type_size),
+                np.dtype(np.uint8),
+                nbytes,
+                raw_dtype=gguf.GGMLQuantizationType.Q4_K,
+            )
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_ti_data_to_file()
     pattern = _q4_k_blocks(4096, type_size)
-    for name, shape in shapes.items():
+    for _name, shape in shapes.items():
         if len(shape) == 1:
             writer.write_tensor_data(np.ones(shape, dtype=np.float32))
             continue
@@ -113,8 +125,13 @@ def peak_rss(cmd: list[str], env: dict) -> dict:
             pass
         time.sleep(0.1)
     err = child.stderr.read().decode(errors="replace")
-    return {"rc": child.returncode, "seconds": time.perf_counter() - start, "hwm_gib": hwm * 1024 / GIB,
-            "rusage_gib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024 / GIB, "err": err[-300:]}
+    return {
+        "rc": child.returncode,
+        "seconds": time.perf_counter() - start,
+        "hwm_gib": hwm * 1024 / GIB,
+        "rusage_gib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024 / GIB,
+        "err": err[-300:],
+    }
 
 
 def main():
@@ -127,22 +144,45 @@ def main():
     print(f"{model} ({model.stat().st_size / GIB:.2f} GiB); {load_line()}")
     settings = [("defaults (4 slots)", 2048, [])]
     if not args.quick:
-        settings += [("--sequential", 2048, ["--sequential"]), ("--slots 8", 2048, ["--slots", "8"]),
-                     ("--ctx 4096", 4096, [])]
+        settings += [
+            ("--sequential", 2048, ["--sequential"]),
+            ("--slots 8", 2048, ["--slots", "8"]),
+            ("--ctx 4096", 4096, []),
+        ]
     posts = 1 if args.quick else args.posts
     home = Path(tempfile.mkdtemp(prefix="me-mem-"))
     env = {**os.environ, "MENTAL_EDGE_HOME": str(home)}
     for i, (label, ctx, extra) in enumerate(settings):
         out = home / f"out-{i}.jsonl"
-        cmd = [sys.executable, "-m", "mental_edge", "analyze", "--input", str(IMHI / "DR.csv"), "--limit", str(posts),
-               "--model", str(model), "--ctx", str(ctx), "--threads", str(args.threads), "--max-tokens", "8",
-               "-o", str(out), *extra]
+        cmd = [
+            sys.executable,
+            "-m",
+            "mental_edge",
+            "analyze",
+            "--input",
+            str(IMHI / "DR.csv"),
+            "--limit",
+            str(posts),
+            "--model",
+            str(model),
+            "--ctx",
+            str(ctx),
+            "--threads",
+            str(args.threads),
+            "--max-tokens",
+            "8",
+            "-o",
+            str(out),
+            *extra,
+        ]
         r = peak_rss(cmd, env)
         run = json.loads(out.read_text().splitlines()[0])["run"] if out.exists() and out.stat().st_size else {}
         verdict = "met" if r["hwm_gib"] < 6 else "NOT met"
-        print(f"  {label:<20} peak RSS {r['hwm_gib']:.2f} GiB (largest child so far by getrusage {r['rusage_gib']:.2f}), "
-              f"cache cells {run.get('cache_cells')}, n_ctx {run.get('n_ctx')}, {r['seconds']:.0f} s, "
-              f"exit {r['rc']}; target < 6 GiB: {verdict}")
+        print(
+            f"  {label:<20} peak RSS {r['hwm_gib']:.2f} GiB (largest child so far by getrusage {r['rusage_gib']:.2f}), "
+            f"cache cells {run.get('cache_cells')}, n_ctx {run.get('n_ctx')}, {r['seconds']:.0f} s, "
+            f"exit {r['rc']}; target < 6 GiB: {verdict}"
+        )
         if r["rc"]:
             print("   ", r["err"])
     print(load_line())

@@ -67,8 +67,13 @@ def compare(ref: list[np.ndarray], test: list[np.ndarray]) -> dict:
         kls.append((np.exp(lp) * (lp - lq)).sum(-1))
         same += int((r.argmax(-1) == t.argmax(-1)).sum())
     kl = np.concatenate(kls)
-    return {"positions": kl.size, "top1": same / kl.size, "kl_mean": kl.mean(), "kl_p99": np.quantile(kl, 0.99),
-            "kl_max": kl.max()}
+    return {
+        "positions": kl.size,
+        "top1": same / kl.size,
+        "kl_mean": kl.mean(),
+        "kl_p99": np.quantile(kl, 0.99),
+        "kl_max": kl.max(),
+    }
 
 
 def main(argv=None) -> None:
@@ -90,16 +95,20 @@ def main(argv=None) -> None:
         f16 = convert_checkpoint(ckpt, tmp / "f16.gguf", outtype="f16")
         ref = _logits(f16, prompts)
         print(f"{len(prompts)} prompts ({args.tasks}), reference: f16 conversion of {ckpt.name}")
-        print(f"{'type':8} {'size MiB':>9} {'positions':>9} {'top-1':>7} {'KL mean':>9} {'KL p99':>8} "
-              f"{'KL max':>8} {'fallbacks':>9} {'quant s':>7}")
+        print(
+            f"{'type':8} {'size MiB':>9} {'positions':>9} {'top-1':>7} {'KL mean':>9} {'KL p99':>8} "
+            f"{'KL max':>8} {'fallbacks':>9} {'quant s':>7}"
+        )
         for type_name in args.types.split(","):
             t0 = time.perf_counter()
             result = quantize(f16, tmp / f"{type_name}.gguf", type_name)
             seconds = time.perf_counter() - t0
             stats = compare(ref, _logits(result.path, prompts))
-            print(f"{type_name:8} {result.path.stat().st_size / 2**20:9.1f} {stats['positions']:9d} "
-                  f"{stats['top1']:7.1%} {stats['kl_mean']:9.4f} {stats['kl_p99']:8.4f} {stats['kl_max']:8.4f} "
-                  f"{len(result.fallbacks):9d} {seconds:7.1f}")
+            print(
+                f"{type_name:8} {result.path.stat().st_size / 2**20:9.1f} {stats['positions']:9d} "
+                f"{stats['top1']:7.1%} {stats['kl_mean']:9.4f} {stats['kl_p99']:8.4f} {stats['kl_max']:8.4f} "
+                f"{len(result.fallbacks):9d} {seconds:7.1f}"
+            )
 
 
 if __name__ == "__main__":

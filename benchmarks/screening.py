@@ -19,6 +19,7 @@ import argparse
 import time
 
 from bench_common import best_case_line, imhi_posts, kernel_costs, load_line, smollm2
+
 from mental_edge.analysis import Analyzer
 from mental_edge.engine import load_engine
 from mental_edge.tasks import load_tasks
@@ -61,8 +62,10 @@ def main():
     every = load_tasks().get("all", language="en")
     one = [t for t in every if t.name == "DR"]
     posts = imhi_posts("DR", args.posts)
-    print(f"{model}: {len(posts)} DR posts x {len(every)} tasks, {args.max_tokens} new tokens at most, "
-          f"{args.threads} threads; {load_line()}")
+    print(
+        f"{model}: {len(posts)} DR posts x {len(every)} tasks, {args.max_tokens} new tokens at most, "
+        f"{args.threads} threads; {load_line()}"
+    )
 
     engine = load_engine(model, threads=args.threads, slots=args.slots, n_ctx=2048)
     mental_edge_run(engine, posts[:1], one, False, 4)  # warm-up
@@ -76,8 +79,9 @@ def main():
 
     import llama_cpp
 
-    llm = llama_cpp.Llama(model_path=str(model), n_ctx=2048, n_threads=args.threads, n_threads_batch=args.threads,
-                          verbose=False)
+    llm = llama_cpp.Llama(
+        model_path=str(model), n_ctx=2048, n_threads=args.threads, n_threads_batch=args.threads, verbose=False
+    )
     llm.create_completion("warm-up", max_tokens=1, temperature=0.0)
     t["plain loop, all tasks"], read, generated = plain_loop(llm, posts, every, args.max_tokens)
     t["plain loop, DR only"] = plain_loop(llm, posts, one, args.max_tokens)[0]
@@ -91,8 +95,11 @@ def main():
     for mode in ("labels only", "with explanations"):
         ours, single = t[f"mental-edge, all tasks, {mode}"], t[f"mental-edge, DR only, {mode}"]
         speedup, cost = plain / ours, ours / single
-        print(f"  {mode}: {speedup:.2f}x the plain loop over all tasks (target 4x: {'met' if speedup >= 4 else 'NOT met'}); "
-              f"all tasks cost {cost:.2f}x one (target <= 2.5: {'met' if cost <= 2.5 else 'NOT met'})")
+        print(
+            f"  {mode}: {speedup:.2f}x the plain loop over all tasks "
+            f"(target 4x: {'met' if speedup >= 4 else 'NOT met'}); "
+            f"all tasks cost {cost:.2f}x one (target <= 2.5: {'met' if cost <= 2.5 else 'NOT met'})"
+        )
     print(f"  plain loop: all tasks cost {plain / t['plain loop, DR only']:.2f}x one")
     print(best_case_line(kernel_costs(model, args.threads), read, generated, plain))
     print(load_line())

@@ -29,9 +29,16 @@ def source_url(source: str) -> str:
     return f"https://huggingface.co/{source}"
 
 
-def convert_checkpoint(src_dir: str | os.PathLike, out_path: str | os.PathLike, outtype: str | None = "f16",
-                       quant: str | None = None, source: str | None = None, revision: str | None = None,
-                       progress: Progress | None = None, on_quantized: Callable | None = None) -> Path:
+def convert_checkpoint(
+    src_dir: str | os.PathLike,
+    out_path: str | os.PathLike,
+    outtype: str | None = "f16",
+    quant: str | None = None,
+    source: str | None = None,
+    revision: str | None = None,
+    progress: Progress | None = None,
+    on_quantized: Callable | None = None,
+) -> Path:
     """Convert the checkpoint in `src_dir` to the GGUF file `out_path` and return its path.
 
     `outtype` is f32, f16, bf16 or q8_0. With `quant` (a llama.cpp file type such as Q4_K_M) the
@@ -41,6 +48,7 @@ def convert_checkpoint(src_dir: str | os.PathLike, out_path: str | os.PathLike, 
     A BART checkpoint becomes a CTranslate2 model folder instead (outtype int8, f16 or f32; int8 when None).
     """
     from .bart_ct2 import convert_bart, is_bart_folder
+
     if is_bart_folder(src_dir):
         if quant is not None:
             raise ConversionError("BART becomes a CTranslate2 folder: choose its weights with outtype, not quant")
@@ -49,11 +57,13 @@ def convert_checkpoint(src_dir: str | os.PathLike, out_path: str | os.PathLike, 
     out = Path(out_path)
     if quant is not None:
         from .quantize import file_type_for
+
         file_type_for(quant)  # an unknown type fails before the long conversion
     ckpt = Checkpoint.open(src_dir)
     arch = architecture_for(ckpt.config)
     tensors = arch.plan(ckpt, outtype)  # checks every shape before anything is written
     from .vocab import load_vocab
+
     vocab = load_vocab(ckpt.folder)
     name = (source.rstrip("/").rsplit("/", 1)[-1] if source else None) or ckpt.folder.resolve().name
 
@@ -71,6 +81,7 @@ def convert_checkpoint(src_dir: str | os.PathLike, out_path: str | os.PathLike, 
     if quant is None:
         return write_gguf(out, arch.GGUF_ARCH, add_metadata, tensors, progress)
     from .quantize import quantize
+
     intermediate = temp_path(out, suffix=f".{outtype}.gguf")
     try:
         write_gguf(intermediate, arch.GGUF_ARCH, add_metadata, tensors, progress)

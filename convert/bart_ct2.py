@@ -40,8 +40,14 @@ def is_bart_folder(folder) -> bool:
     return path.is_file() and (_read_config(path).get("architectures") or [None])[0] == ARCHITECTURE
 
 
-def convert_bart(src_dir, out_dir, outtype: str | None = "int8", source: str | None = None,
-                 revision: str | None = None, progress: Progress | None = None) -> Path:
+def convert_bart(
+    src_dir,
+    out_dir,
+    outtype: str | None = "int8",
+    source: str | None = None,
+    revision: str | None = None,
+    progress: Progress | None = None,
+) -> Path:
     """Write the CTranslate2 folder `out_dir` (which must not exist) and return its path."""
     outtype = (outtype or "int8").lower()
     if outtype not in OUTTYPES:
@@ -65,9 +71,15 @@ def convert_bart(src_dir, out_dir, outtype: str | None = "int8", source: str | N
         spec.optimize(quantization=OUTTYPES[outtype])
         spec.save(str(tmp))
         tokenizer.save(str(tmp / "tokenizer.json"))
-        info = {"architecture": "bart", "n_ctx": int(ckpt.config.get("max_position_embeddings", 1024)),
-                "weights": outtype, "name": (source or ckpt.folder.resolve().name).rstrip("/").rsplit("/", 1)[-1],
-                "source": source, "revision": revision, "n_params": _n_params(ckpt)}
+        info = {
+            "architecture": "bart",
+            "n_ctx": int(ckpt.config.get("max_position_embeddings", 1024)),
+            "weights": outtype,
+            "name": (source or ckpt.folder.resolve().name).rstrip("/").rsplit("/", 1)[-1],
+            "source": source,
+            "revision": revision,
+            "n_params": _n_params(ckpt),
+        }
         (tmp / INFO_FILE).write_text(json.dumps(info, indent=1))
         os.chmod(tmp, 0o777 & ~_umask())
         os.replace(tmp, out)
@@ -89,6 +101,7 @@ def _n_params(ckpt: Checkpoint) -> int:
 
 # --- the tokenizer ---------------------------------------------------------------------------------------------
 
+
 def _tokenizer(folder: Path):
     """BART's byte-level BPE as a `tokenizers.Tokenizer`: tokenizer.json, else vocab.json + merges.txt."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
@@ -107,8 +120,9 @@ def _tokenizer(folder: Path):
         raise ConversionError(f"{vocab}: unreadable BPE vocabulary ({exc})") from None
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
-    tokenizer.add_special_tokens([t for t in ("<s>", "<pad>", "</s>", "<unk>", "<mask>")
-                                  if tokenizer.token_to_id(t) is not None])
+    tokenizer.add_special_tokens(
+        [t for t in ("<s>", "<pad>", "</s>", "<unk>", "<mask>") if tokenizer.token_to_id(t) is not None]
+    )
     return tokenizer
 
 
@@ -135,12 +149,14 @@ def _set_special_tokens(spec, tokenizer, config: dict) -> None:
 
 # --- the weights -----------------------------------------------------------------------------------------------
 
+
 def _check_config(config: dict) -> None:
     for key in ("d_model", "encoder_layers", "decoder_layers", "encoder_attention_heads", "vocab_size"):
         if config.get(key) is None:
             raise ConversionError(f"config.json: missing field {key}")
-    if config.get("encoder_attention_heads") != config.get("decoder_attention_heads",
-                                                           config.get("encoder_attention_heads")):
+    if config.get("encoder_attention_heads") != config.get(
+        "decoder_attention_heads", config.get("encoder_attention_heads")
+    ):
         raise ConversionError("config.json: encoder and decoder head counts differ (CTranslate2 needs one)")
     if config.get("normalize_before") or config.get("add_final_layer_norm"):
         raise ConversionError("config.json: pre-norm BART variants (mBART) are not supported")
@@ -152,14 +168,22 @@ def _spec(ct2, ckpt: Checkpoint, progress: Progress | None):
     config = ckpt.config
     _check_config(config)
     activation = str(config.get("activation_function", "gelu"))
-    activations = {"gelu": common_spec.Activation.GELU, "relu": common_spec.Activation.RELU,
-                   "gelu_new": common_spec.Activation.GELUTanh, "swish": common_spec.Activation.SWISH,
-                   "silu": common_spec.Activation.SWISH}
+    activations = {
+        "gelu": common_spec.Activation.GELU,
+        "relu": common_spec.Activation.RELU,
+        "gelu_new": common_spec.Activation.GELUTanh,
+        "swish": common_spec.Activation.SWISH,
+        "silu": common_spec.Activation.SWISH,
+    }
     if activation not in activations:
         raise ConversionError(f"config.json: activation_function {activation!r} is not supported")
     spec = transformer_spec.TransformerSpec.from_config(
-        (int(config["encoder_layers"]), int(config["decoder_layers"])), int(config["encoder_attention_heads"]),
-        pre_norm=False, activation=activations[activation], layernorm_embedding=True)
+        (int(config["encoder_layers"]), int(config["decoder_layers"])),
+        int(config["encoder_attention_heads"]),
+        pre_norm=False,
+        activation=activations[activation],
+        layernorm_embedding=True,
+    )
     weights = _Weights(ckpt, progress)
     scale = float(np.sqrt(config["d_model"])) if config.get("scale_embedding") else 1.0
     _set_stack(spec.encoder, weights, "model.encoder", scale, cross=False)
@@ -231,8 +255,12 @@ class _Weights:
         raise ConversionError(f"{self._folder.name}: tensor {names[0]} is missing")
 
     def check_all_used(self) -> None:
-        ignored = {"model.encoder.embed_tokens.weight", "model.decoder.embed_tokens.weight", "lm_head.weight",
-                   "model.shared.weight"}
+        ignored = {
+            "model.encoder.embed_tokens.weight",
+            "model.decoder.embed_tokens.weight",
+            "lm_head.weight",
+            "model.shared.weight",
+        }
         extra = sorted(set(self._tensors) - self._used - ignored)
         if extra:
             raise ConversionError(f"{self._folder.name}: tensor {extra[0]} is not part of a BART model")

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 
@@ -21,8 +21,16 @@ from . import torch_bin
 from .errors import ConversionError
 
 _SAFETENSORS_DTYPES = {
-    "F32": np.float32, "F16": np.float16, "BF16": np.uint16, "F64": np.float64,
-    "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_,
+    "F32": np.float32,
+    "F16": np.float16,
+    "BF16": np.uint16,
+    "F64": np.float64,
+    "I64": np.int64,
+    "I32": np.int32,
+    "I16": np.int16,
+    "I8": np.int8,
+    "U8": np.uint8,
+    "BOOL": np.bool_,
 }
 FLOAT_DTYPES = ("F32", "F16", "BF16")
 
@@ -46,8 +54,10 @@ class LazyTensor:
 
     def load(self) -> np.ndarray:
         if self.dtype not in FLOAT_DTYPES:
-            raise ConversionError(f"{self.file.name}: tensor {self.name} has dtype {self.dtype}, "
-                                  f"expected one of {', '.join(FLOAT_DTYPES)}")
+            raise ConversionError(
+                f"{self.file.name}: tensor {self.name} has dtype {self.dtype}, "
+                f"expected one of {', '.join(FLOAT_DTYPES)}"
+            )
         raw = self._read()
         if self.dtype == "BF16":
             raw = bf16_to_f32(raw)
@@ -88,8 +98,9 @@ def _safetensors_tensors(path: Path) -> list[LazyTensor]:
         if end - begin != count * np_dtype.itemsize:
             raise ConversionError(f"{path.name}: tensor {name}: byte range does not match its shape {list(shape)}")
         if start + end > size:
-            raise ConversionError(f"{path.name}: truncated (tensor {name} ends at byte {start + end}, "
-                                  f"the file has {size})")
+            raise ConversionError(
+                f"{path.name}: truncated (tensor {name} ends at byte {start + end}, the file has {size})"
+            )
         read = _file_reader(path, np_dtype, count, start + begin)
         tensors.append(LazyTensor(name, shape, dtype, path, read))
     return tensors
@@ -104,8 +115,10 @@ def _file_reader(path: Path, np_dtype: np.dtype, count: int, offset: int) -> Cal
 def _bin_tensors(path: Path) -> list[LazyTensor]:
     records = torch_bin.read_index(path)
     torch_bin.check_sizes(path, records)
-    return [LazyTensor(name, rec.shape, rec.dtype, path, (lambda rec=rec: torch_bin.load(path, rec)))
-            for name, rec in records.items()]
+    return [
+        LazyTensor(name, rec.shape, rec.dtype, path, (lambda rec=rec: torch_bin.load(path, rec)))
+        for name, rec in records.items()
+    ]
 
 
 def _indexed_files(folder: Path, index_name: str) -> list[Path] | None:
@@ -144,7 +157,7 @@ class Checkpoint:
     _tensors: dict[str, LazyTensor]
 
     @classmethod
-    def open(cls, folder: str | os.PathLike) -> "Checkpoint":
+    def open(cls, folder: str | os.PathLike) -> Checkpoint:
         folder = Path(folder)
         if not folder.is_dir():
             raise ConversionError(f"{folder}: not a checkpoint folder")
@@ -154,8 +167,9 @@ class Checkpoint:
         for path in files:
             for tensor in reader(path):
                 if tensor.name in tensors:
-                    raise ConversionError(f"{path.name}: tensor {tensor.name} is also in "
-                                          f"{tensors[tensor.name].file.name}")
+                    raise ConversionError(
+                        f"{path.name}: tensor {tensor.name} is also in {tensors[tensor.name].file.name}"
+                    )
                 tensors[tensor.name] = tensor
         return cls(folder, config, tensors)
 
@@ -194,11 +208,13 @@ def config_field(config: dict, *keys: str):
     raise ConversionError(f"config.json: missing field {keys[0]}")
 
 
-def check_tensor(tensor: "LazyTensor", name: str, shape: tuple[int, ...]) -> None:
+def check_tensor(tensor: LazyTensor, name: str, shape: tuple[int, ...]) -> None:
     """One line naming the file when a tensor's shape disagrees with config.json or its dtype is not a float."""
     if tuple(tensor.shape) != shape:
-        raise ConversionError(f"{tensor.file.name}: tensor {name} has shape {list(tensor.shape)}, "
-                              f"config.json implies {list(shape)}")
+        raise ConversionError(
+            f"{tensor.file.name}: tensor {name} has shape {list(tensor.shape)}, config.json implies {list(shape)}"
+        )
     if tensor.dtype not in FLOAT_DTYPES:
-        raise ConversionError(f"{tensor.file.name}: tensor {name} has dtype {tensor.dtype}, "
-                              f"expected one of {', '.join(FLOAT_DTYPES)}")
+        raise ConversionError(
+            f"{tensor.file.name}: tensor {name} has dtype {tensor.dtype}, expected one of {', '.join(FLOAT_DTYPES)}"
+        )

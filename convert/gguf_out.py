@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import gguf
 import numpy as np
@@ -54,8 +54,13 @@ def publish(tmp: Path, final: Path) -> Path:
     return final
 
 
-def write_gguf(path: str | os.PathLike, arch: str, add_metadata: Callable[[gguf.GGUFWriter], None],
-               tensors: Sequence[OutTensor], progress: Progress | None = None) -> Path:
+def write_gguf(
+    path: str | os.PathLike,
+    arch: str,
+    add_metadata: Callable[[gguf.GGUFWriter], None],
+    tensors: Sequence[OutTensor],
+    progress: Progress | None = None,
+) -> Path:
     final = Path(path)
     tmp = temp_path(final)
     writer = gguf.GGUFWriter(tmp, arch)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as T, LlamaFileType
+from gguf import GGML_QUANT_SIZES, LlamaFileType
+from gguf import GGMLQuantizationType as T
 from gguf.quants import quantize
 
 from .errors import ConversionError

@@ -62,14 +62,18 @@ class QuantizeResult:
         parts = []
         for name, members in sorted(groups.items()):
             if len(members) == 1:
-                (tensor, kind), = members.items()
+                ((tensor, kind),) = members.items()
                 parts.append(f"{tensor} ({kind})")
                 continue
             kinds = Counter(members.values())
-            parts.append(f"{name} ({len(members)} tensors: "
-                         f"{', '.join(f'{kind} x{count}' for kind, count in sorted(kinds.items()))})")
-        return (f"{len(self.fallbacks)} tensor(s) have rows that do not fit {self.type_name} blocks and use "
-                f"another type: {'; '.join(parts)}")
+            parts.append(
+                f"{name} ({len(members)} tensors: "
+                f"{', '.join(f'{kind} x{count}' for kind, count in sorted(kinds.items()))})"
+            )
+        return (
+            f"{len(self.fallbacks)} tensor(s) have rows that do not fit {self.type_name} blocks and use "
+            f"another type: {'; '.join(parts)}"
+        )
 
 
 class _LogCapture:
@@ -115,8 +119,9 @@ def _run_with_log(capture: _LogCapture, call):
         capture.feed("\n")
 
 
-def quantize(src: str | os.PathLike, dst: str | os.PathLike, type_name: str,
-             progress: Progress | None = None, threads: int = 0) -> QuantizeResult:
+def quantize(
+    src: str | os.PathLike, dst: str | os.PathLike, type_name: str, progress: Progress | None = None, threads: int = 0
+) -> QuantizeResult:
     """Write `src` (an f32/f16/bf16 GGUF) quantized as `type_name` to `dst` (temporary name, then renamed).
 
     llama.cpp runs the whole quantization in one C call: Ctrl-C takes effect when it returns, and the
@@ -134,11 +139,14 @@ def quantize(src: str | os.PathLike, dst: str | os.PathLike, type_name: str,
     capture = _LogCapture(progress)
     tmp = temp_path(dst)
     try:
-        status = _run_with_log(capture, lambda: llama_cpp.llama_model_quantize(
-            os.fsencode(src), os.fsencode(tmp), ctypes.byref(params)))
+        status = _run_with_log(
+            capture, lambda: llama_cpp.llama_model_quantize(os.fsencode(src), os.fsencode(tmp), ctypes.byref(params))
+        )
         if status != 0:
-            raise ConversionError(f"{src.name}: llama.cpp could not quantize it to {type_name.upper()}: "
-                                  f"{capture.error or 'see llama.cpp log'}")
+            raise ConversionError(
+                f"{src.name}: llama.cpp could not quantize it to {type_name.upper()}: "
+                f"{capture.error or 'see llama.cpp log'}"
+            )
         publish(tmp, dst)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -20,7 +20,7 @@ class SentencePieceModel:
     pieces: list[str] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)
     types: list[int] = field(default_factory=list)
-    model_type: int = UNIGRAM                 # the proto's default
+    model_type: int = UNIGRAM  # the proto's default
     add_dummy_prefix: bool = True
     remove_extra_whitespaces: bool = True
     precompiled_charsmap: bytes = b""
@@ -48,12 +48,12 @@ def _fields(data: bytes):
         if wire == 0:
             value, pos = _varint(data, pos)
         elif wire == 1:
-            value, pos = data[pos:pos + 8], pos + 8
+            value, pos = data[pos : pos + 8], pos + 8
         elif wire == 2:
             length, pos = _varint(data, pos)
-            value, pos = data[pos:pos + length], pos + length
+            value, pos = data[pos : pos + length], pos + length
         elif wire == 5:
-            value, pos = data[pos:pos + 4], pos + 4
+            value, pos = data[pos : pos + 4], pos + 4
         else:
             raise ValueError(f"unsupported protobuf wire type {wire}")
         if pos > len(data):

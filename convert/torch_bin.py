@@ -120,7 +120,8 @@ def read_index(path: Path) -> dict[str, TensorRecord]:
     except _Refused as exc:
         raise ConversionError(
             f"{path.name}: refused to load: its pickle asks for the global {exc}, "
-            "and only tensor data is accepted (nothing was executed)") from None
+            "and only tensor data is accepted (nothing was executed)"
+        ) from None
     except (zipfile.BadZipFile, EOFError, OSError) as exc:
         raise ConversionError(f"{path.name}: unreadable or truncated torch archive ({exc})") from None
     except pickle.UnpicklingError as exc:
@@ -156,5 +157,5 @@ def load(path: Path, rec: TensorRecord) -> np.ndarray:
             raw = fp.read(rec.storage.numel * np_dtype.itemsize)
     flat = np.frombuffer(raw, dtype=np_dtype, count=rec.storage.numel)
     strides = tuple(s * np_dtype.itemsize for s in rec.stride)
-    view = np.lib.stride_tricks.as_strided(flat[rec.offset:], shape=rec.shape, strides=strides)
+    view = np.lib.stride_tricks.as_strided(flat[rec.offset :], shape=rec.shape, strides=strides)
     return np.array(view, copy=True)

@@ -35,13 +35,13 @@ _T = gguf.TokenType
 class Vocab:
     """Everything the tokenizer part of a GGUF file holds; `write` adds it to a writer."""
 
-    model: str                                   # tokenizer.ggml.model: "llama" (SentencePiece) or "gpt2" (BPE)
-    pre: str                                     # tokenizer.ggml.pre
+    model: str  # tokenizer.ggml.model: "llama" (SentencePiece) or "gpt2" (BPE)
+    pre: str  # tokenizer.ggml.pre
     tokens: list[str]
     token_types: list[int]
-    scores: list[float] | None = None            # SentencePiece only
-    merges: list[str] = field(default_factory=list)   # BPE only, "a b" per merge
-    special_ids: dict[str, int] = field(default_factory=dict)   # bos, eos, unk, pad, sep, eot, ...
+    scores: list[float] | None = None  # SentencePiece only
+    merges: list[str] = field(default_factory=list)  # BPE only, "a b" per merge
+    special_ids: dict[str, int] = field(default_factory=dict)  # bos, eos, unk, pad, sep, eot, ...
     add_special: dict[str, bool] = field(default_factory=dict)  # bos / eos -> add_bos_token / add_eos_token
     add_space_prefix: bool | None = None
     chat_template: str | list | None = None
@@ -100,6 +100,7 @@ def _is_tiktoken_ranks(path: Path) -> bool:
 
 # --- SentencePiece -------------------------------------------------------------------------------------------
 
+
 def _load_sentencepiece(path: Path) -> Vocab:
     try:
         proto = spm_proto.parse_model(path.read_bytes())
@@ -107,12 +108,20 @@ def _load_sentencepiece(path: Path) -> Vocab:
         raise ConversionError(f"{path}: not a SentencePiece model ({exc})") from None
     if proto.model_type == spm_proto.UNIGRAM:
         from .vocab_unigram import load_unigram
+
         return load_unigram(path, proto)
     if proto.model_type != spm_proto.BPE:
-        raise ConversionError(f"{path}: SentencePiece model type {proto.model_type} is not supported "
-                              "(only the BPE kind LLaMA uses)")
-    vocab = Vocab(model="llama", pre="default", tokens=list(proto.pieces), token_types=list(proto.types),
-                  scores=list(proto.scores), add_space_prefix=proto.add_dummy_prefix)
+        raise ConversionError(
+            f"{path}: SentencePiece model type {proto.model_type} is not supported (only the BPE kind LLaMA uses)"
+        )
+    vocab = Vocab(
+        model="llama",
+        pre="default",
+        tokens=list(proto.pieces),
+        token_types=list(proto.types),
+        scores=list(proto.scores),
+        add_space_prefix=proto.add_dummy_prefix,
+    )
     _add_spm_added_tokens(vocab, path.parent)
     return vocab
 
@@ -125,8 +134,11 @@ def _add_spm_added_tokens(vocab: Vocab, folder: Path) -> None:
     decoder = (_read_json(folder / "tokenizer_config.json") or {}).get("added_tokens_decoder") or {}
     for key, entry in decoder.items():
         token_id = int(key)
-        if token_id < len(vocab) and vocab.tokens[token_id] == entry["content"] and \
-                vocab.token_types[token_id] in (_T.CONTROL, _T.UNKNOWN, _T.BYTE):
+        if (
+            token_id < len(vocab)
+            and vocab.tokens[token_id] == entry["content"]
+            and vocab.token_types[token_id] in (_T.CONTROL, _T.UNKNOWN, _T.BYTE)
+        ):
             continue  # the proto already types it
         kind = _T.CONTROL if entry.get("special") else _T.USER_DEFINED
         _set_token(vocab, token_id, entry["content"], kind, folder / "tokenizer_config.json")
@@ -145,14 +157,17 @@ def _set_token(vocab: Vocab, token_id: int, text: str, kind: int, source: Path) 
 
 # --- byte-level BPE (tokenizer.json) --------------------------------------------------------------------------
 
+
 def _load_bpe(path: Path) -> Vocab:
     from tokenizers import Tokenizer
 
     data = _read_json(path)
     model = data.get("model") or {}
     if model.get("type") != "BPE" or model.get("byte_fallback"):
-        raise ConversionError(f"{path}: only byte-level BPE tokenizer.json files are supported "
-                              f"(model type {model.get('type')!r}, byte_fallback {model.get('byte_fallback')})")
+        raise ConversionError(
+            f"{path}: only byte-level BPE tokenizer.json files are supported "
+            f"(model type {model.get('type')!r}, byte_fallback {model.get('byte_fallback')})"
+        )
     try:
         tokenizer = Tokenizer.from_file(str(path))
     except Exception as exc:  # the Rust library raises its own Exception type
@@ -168,8 +183,9 @@ def _load_bpe(path: Path) -> Vocab:
             tokens.append(by_id[i])
             types.append(_added_token_type(added[i]) if i in added else _T.NORMAL)
     pre = _pre_tokenizer_name(tokenizer, data, path)
-    vocab = Vocab(model="gpt2", pre=pre, tokens=tokens, token_types=types,
-                  merges=_merges(model.get("merges") or [], path))
+    vocab = Vocab(
+        model="gpt2", pre=pre, tokens=tokens, token_types=types, merges=_merges(model.get("merges") or [], path)
+    )
     vocab.add_special.update(_added_by_post_processor(tokenizer, vocab, data))
     return vocab
 
@@ -239,6 +255,7 @@ def _added_by_post_processor(tokenizer, vocab: Vocab, data: dict) -> dict[str, b
 
 # --- shared: special tokens, flags, chat template, padding -----------------------------------------------------
 
+
 def _add_special_tokens(vocab: Vocab, folder: Path) -> None:
     special = gguf.SpecialVocab(folder, load_merges=False, n_vocab=len(vocab))
     for kind, token_id in special.special_token_ids.items():
@@ -279,8 +296,9 @@ def _pad_to_config(vocab: Vocab, folder: Path) -> None:
     if not isinstance(size, int):
         return
     if size < len(vocab):
-        raise ConversionError(f"{folder / 'config.json'}: vocab_size {size} is smaller than the tokenizer's "
-                              f"{len(vocab)} tokens")
+        raise ConversionError(
+            f"{folder / 'config.json'}: vocab_size {size} is smaller than the tokenizer's {len(vocab)} tokens"
+        )
     _pad(vocab, size)
 
 

@@ -26,12 +26,26 @@ from .errors import ConversionError
 
 PRE_TOKENIZER = "chatglm-bpe"
 # GLM-4's pre-tokenizer regex (tokenization_chatglm.py; the Split of a GLM-4 tokenizer.json)
-GLM4_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
-                r"\s*[\r\n]+|\s+(?!\S)|\s+")
+GLM4_PATTERN = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
+    r"\s*[\r\n]+|\s+(?!\S)|\s+"
+)
 # GLM-4's special tokens in id order after the ranks (tokenization_chatglm.py / tokenizer_config.json).
 GLM4_SPECIAL_TOKENS = (
-    "<|endoftext|>", "[MASK]", "[gMASK]", "[sMASK]", "<sop>", "<eop>", "<|system|>", "<|user|>", "<|assistant|>",
-    "<|observation|>", "<|begin_of_image|>", "<|end_of_image|>", "<|begin_of_video|>", "<|end_of_video|>",
+    "<|endoftext|>",
+    "[MASK]",
+    "[gMASK]",
+    "[sMASK]",
+    "<sop>",
+    "<eop>",
+    "<|system|>",
+    "<|user|>",
+    "<|assistant|>",
+    "<|observation|>",
+    "<|begin_of_image|>",
+    "<|end_of_image|>",
+    "<|begin_of_video|>",
+    "<|end_of_video|>",
 )
 # GGUF special-token kind -> GLM token text
 GLM4_ROLES = {"eos": "<|endoftext|>", "eot": "<|user|>", "eom": "<|observation|>", "unk": "<|endoftext|>"}
@@ -94,7 +108,7 @@ def _bpe_last_merge(ranks: dict[bytes, int], token: bytes, max_rank: int) -> tup
                 best, best_rank = i, rank
         if best is None:
             return None
-        parts[best:best + 2] = [parts[best] + parts[best + 1]]
+        parts[best : best + 2] = [parts[best] + parts[best + 1]]
     return (parts[0], parts[1]) if len(parts) == 2 else None
 
 
@@ -125,8 +139,9 @@ def special_tokens(folder: Path, n_ranks: int) -> dict[int, str]:
         except (ValueError, TypeError, KeyError):
             raise ConversionError(f"{config_path}: added_tokens_decoder entry {key!r} is unreadable") from None
         if token_id < n_ranks:
-            raise ConversionError(f"{config_path}: added token {text!r} has id {token_id}, "
-                                  f"inside the {n_ranks} ranks of tokenizer.model")
+            raise ConversionError(
+                f"{config_path}: added token {text!r} has id {token_id}, inside the {n_ranks} ranks of tokenizer.model"
+            )
         found[token_id] = text
     return found or {n_ranks + i: text for i, text in enumerate(GLM4_SPECIAL_TOKENS)}
 
@@ -144,8 +159,7 @@ def load_tiktoken_vocab(path: Path):
         tokens[rank], types[rank] = token_text(token), gguf.TokenType.NORMAL
     for token_id, text in specials.items():
         tokens[token_id], types[token_id] = text, gguf.TokenType.CONTROL
-    return Vocab(model="gpt2", pre=PRE_TOKENIZER, tokens=tokens, token_types=types,
-                 merges=rebuild_merges(ranks, path))
+    return Vocab(model="gpt2", pre=PRE_TOKENIZER, tokens=tokens, token_types=types, merges=rebuild_merges(ranks, path))
 
 
 def glm_special_tokens(vocab) -> None:
@@ -156,4 +170,3 @@ def glm_special_tokens(vocab) -> None:
     vocab.special_ids.pop("bos", None)
     vocab.add_special["bos"] = False
     vocab.add_special["eos"] = False
-

@@ -45,10 +45,16 @@ def load_unigram(path: Path, proto: spm_proto.SentencePieceModel) -> UnigramVoca
     """The vocabulary of a unigram `spiece.model` (already parsed as `proto`)."""
     if proto.model_type != spm_proto.UNIGRAM:
         raise ConversionError(f"{path}: SentencePiece model type {proto.model_type} is not a unigram model")
-    vocab = UnigramVocab(model="t5", pre="default", tokens=list(proto.pieces), token_types=list(proto.types),
-                         scores=list(proto.scores), add_space_prefix=proto.add_dummy_prefix,
-                         remove_extra_whitespaces=proto.remove_extra_whitespaces,
-                         precompiled_charsmap=proto.precompiled_charsmap)
+    vocab = UnigramVocab(
+        model="t5",
+        pre="default",
+        tokens=list(proto.pieces),
+        token_types=list(proto.types),
+        scores=list(proto.scores),
+        add_space_prefix=proto.add_dummy_prefix,
+        remove_extra_whitespaces=proto.remove_extra_whitespaces,
+        precompiled_charsmap=proto.precompiled_charsmap,
+    )
     folder = path.parent
     for text, token_id in _listed_sentinels(folder).items():
         _place(vocab, token_id, text)
@@ -78,8 +84,11 @@ def _listed_sentinels(folder: Path) -> dict[str, int]:
         added = json.loads(path.read_text(encoding="utf-8")).get("added_tokens") or []
     except (ValueError, UnicodeDecodeError, AttributeError) as exc:
         raise ConversionError(f"{path}: not valid JSON ({exc})") from None
-    return {t["content"]: int(t["id"]) for t in added
-            if isinstance(t, dict) and str(t.get("content", "")).startswith("<extra_id_")}
+    return {
+        t["content"]: int(t["id"])
+        for t in added
+        if isinstance(t, dict) and str(t.get("content", "")).startswith("<extra_id_")
+    }
 
 
 def _add_default_sentinels(vocab, n_pieces: int, folder: Path) -> None:

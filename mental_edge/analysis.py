@@ -10,9 +10,9 @@ the answer (None when no rule reads it: reported as unparsed, never counted as a
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from collections import deque
-from typing import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 
 from mental_edge import __version__
 from mental_edge.engine import Engine, Request, Sampling, Seq2SeqPrompt
@@ -52,7 +52,7 @@ class Analyzer:
         """One result per task, one task after the other, streaming explanations to `on_text(task, piece)`.
         Tasks on the same post share the post's cache: the engine reuses the longest common prefix, and the
         templates put the post before the question."""
-        (_, results), = self._analyze_stream([(None, post, tasks)], sequential=True, on_text=on_text)
+        ((_, results),) = self._analyze_stream([(None, post, tasks)], sequential=True, on_text=on_text)
         return results
 
     def analyze_stream(self, items: Iterable[tuple[object, str | None, Sequence[Task]]]):
@@ -66,11 +66,18 @@ class Analyzer:
     def run_info(self) -> dict:
         info = self.engine.info
         return {
-            "model": info.name, "model_sha256": info.sha256, "quantization": info.quantization,
-            "architecture": info.architecture, "engine": info.engine, "mental_edge": __version__,
-            "mode": "free" if self.free else "scored", "explain": self.explain and not self.free,
-            "prompt_format": self.format.name, "max_tokens": self.max_tokens,
-            "sampling": self.sampling.as_record(), **self.engine.settings,
+            "model": info.name,
+            "model_sha256": info.sha256,
+            "quantization": info.quantization,
+            "architecture": info.architecture,
+            "engine": info.engine,
+            "mental_edge": __version__,
+            "mode": "free" if self.free else "scored",
+            "explain": self.explain and not self.free,
+            "prompt_format": self.format.name,
+            "max_tokens": self.max_tokens,
+            "sampling": self.sampling.as_record(),
+            **self.engine.settings,
         }
 
     # -- requests ---------------------------------------------------------------------------------
@@ -113,8 +120,12 @@ class Analyzer:
         if post is None:
             return TaskResult(task.name, form, None, None, None, flags=flags)
         query = task.render(post, form)
-        req = Request(prompt=[], max_tokens=self.max_tokens, sampling=self.sampling,
-                      on_text=(lambda piece: on_text(task.name, piece)) if on_text else None)
+        req = Request(
+            prompt=[],
+            max_tokens=self.max_tokens,
+            sampling=self.sampling,
+            on_text=(lambda piece: on_text(task.name, piece)) if on_text else None,
+        )
         req.meta = (form, flags)
         if self.free:
             req.prompt = self._tokens(query)
@@ -136,8 +147,15 @@ class Analyzer:
             answer = req.text.strip()
             label = task.parse_answer(answer, form)
             head, marker, reasoning = answer.partition(task.reasoning_marker)
-            return TaskResult(task.name, form, label, None, reasoning.strip() if marker else None, answer=answer,
-                              flags=flags + ([] if label is not None else ["unparsed"]))
+            return TaskResult(
+                task.name,
+                form,
+                label,
+                None,
+                reasoning.strip() if marker else None,
+                answer=answer,
+                flags=flags + ([] if label is not None else ["unparsed"]),
+            )
         probabilities = _softmax(task.labels, req.scores)
         explanation = req.text.strip() if self.explain else None
         return TaskResult(task.name, form, _best(task, req.scores), probabilities, explanation, flags=flags)
@@ -176,7 +194,7 @@ class Analyzer:
             keep = len(post_tokens) - excess - len(self.engine.tokenize(CUT_MARKER)) - 4
             if keep < 2:
                 break
-            head, tail = post_tokens[: keep // 2], post_tokens[len(post_tokens) - (keep - keep // 2):]
+            head, tail = post_tokens[: keep // 2], post_tokens[len(post_tokens) - (keep - keep // 2) :]
             post = self.engine.detokenize(head).rstrip() + CUT_MARKER + self.engine.detokenize(tail).lstrip()
             flags = ["truncated"]
         return None, ["too long: the context cannot hold the question and an answer"]
@@ -210,8 +228,17 @@ def _common_prefix(token_lists: Sequence[Sequence[int]]) -> int:
     return n
 
 
-def analyze_post(engine: Engine, tasks: Sequence[Task], post: str, *, explain=True, free=False,
-                 max_tokens=DEFAULT_MAX_TOKENS, sampling=Sampling(), on_text=None) -> list[TaskResult]:
+def analyze_post(
+    engine: Engine,
+    tasks: Sequence[Task],
+    post: str,
+    *,
+    explain=True,
+    free=False,
+    max_tokens=DEFAULT_MAX_TOKENS,
+    sampling=Sampling(),
+    on_text=None,
+) -> list[TaskResult]:
     """Analyse one post for each task (see Analyzer)."""
     analyzer = Analyzer(engine, explain=explain, free=free, max_tokens=max_tokens, sampling=sampling)
     return analyzer.analyze(post, tasks, on_text)

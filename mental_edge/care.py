@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from mental_edge.errors import MentalEdgeError
 
@@ -20,8 +20,10 @@ OPENING = (
     "emergency number."
 )
 
-INTERNATIONAL = ("If you are in immediate danger, call your local emergency number. "
-                 "Find a free, confidential helpline in your country at https://findahelpline.com")
+INTERNATIONAL = (
+    "If you are in immediate danger, call your local emergency number. "
+    "Find a free, confidential helpline in your country at https://findahelpline.com"
+)
 
 CRISIS_LINES = {
     "US": "United States: call or text 988 (988 Suicide & Crisis Lifeline), or chat at https://988lifeline.org",

@@ -9,10 +9,10 @@ in the conversation. Nothing is written to disk except the input history (unless
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
 
 import click
 
@@ -51,8 +51,9 @@ class Params:
             raise MentalEdgeError(f"{name} takes a number, not {value!r}") from None
         checks = {"temperature": parsed >= 0, "top_p": 0 < parsed <= 1, "max_tokens": parsed >= 1, "seed": parsed >= 0}
         if not checks[name]:
-            raise MentalEdgeError(f"{name} {value} is out of range (temperature >= 0, 0 < top_p <= 1, "
-                                  "max_tokens >= 1, seed >= 0)")
+            raise MentalEdgeError(
+                f"{name} {value} is out of range (temperature >= 0, 0 < top_p <= 1, max_tokens >= 1, seed >= 0)"
+            )
         setattr(self, name, parsed)
 
     def describe(self) -> str:
@@ -79,8 +80,16 @@ The input history (what you type, posts included) is kept in {history}."""
 class Session:
     """One chat session over a loaded engine; `handle(text)` takes what the user typed."""
 
-    def __init__(self, engine: Engine, *, system: str | None = None, task: str | None = None,
-                 country: str | None = None, history_file: Path | None = None, echo: Callable = click.echo):
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        system: str | None = None,
+        task: str | None = None,
+        country: str | None = None,
+        history_file: Path | None = None,
+        echo: Callable = click.echo,
+    ):
         self.engine = engine
         self.format = chat_format_for(engine)
         self.system = system
@@ -92,10 +101,19 @@ class Session:
         self.echo = echo
         self.task_set = load_tasks()
         self.tasks = self._pick_tasks(task) if task else None
-        self.commands = {"help": self.cmd_help, "task": self.cmd_task, "chat": self.cmd_chat,
-                         "system": self.cmd_system, "reset": self.cmd_reset, "params": self.cmd_params,
-                         "model": self.cmd_model, "save": self.cmd_save, "load": self.cmd_load,
-                         "quit": self.cmd_quit, "exit": self.cmd_quit}
+        self.commands = {
+            "help": self.cmd_help,
+            "task": self.cmd_task,
+            "chat": self.cmd_chat,
+            "system": self.cmd_system,
+            "reset": self.cmd_reset,
+            "params": self.cmd_params,
+            "model": self.cmd_model,
+            "save": self.cmd_save,
+            "load": self.cmd_load,
+            "quit": self.cmd_quit,
+            "exit": self.cmd_quit,
+        }
 
     # -- dispatch -------------------------------------------------------------------------------
 
@@ -144,8 +162,9 @@ class Session:
         except BaseException:  # too long, or Ctrl-C: the message is not part of the conversation
             self.messages.pop()
             raise
-        generation = self.engine.generate(tokens, max_tokens=self.params.max_tokens,
-                                          sampling=self.params.sampling(), stop=self.format.stop)
+        generation = self.engine.generate(
+            tokens, max_tokens=self.params.max_tokens, sampling=self.params.sampling(), stop=self.format.stop
+        )
         answer = self._stream(generation)
         self.messages.append(Message("assistant", answer.strip()))
         if generation.finish_reason == "context":
@@ -175,8 +194,10 @@ class Session:
             if len(tokens) + room <= self.engine.n_ctx:
                 break
             if len(self.messages) < 3:  # only the new message is left
-                raise MentalEdgeError(f"the message needs {len(tokens)} tokens with the system prompt; "
-                                      f"the context holds {self.engine.n_ctx} (start with a larger --ctx)")
+                raise MentalEdgeError(
+                    f"the message needs {len(tokens)} tokens with the system prompt; "
+                    f"the context holds {self.engine.n_ctx} (start with a larger --ctx)"
+                )
             self._drop_oldest_exchange()
             dropped += 1
         if dropped:
@@ -207,8 +228,7 @@ class Session:
                     results.append(scored)
                     continue
                 self.echo("  explanation: ", nl=False)
-                explained = analyze_post(self.engine, [task], post, on_text=self._explanation_printer(),
-                                         **options)[0]
+                explained = analyze_post(self.engine, [task], post, on_text=self._explanation_printer(), **options)[0]
                 self.echo("")
                 results.append(explained)
         except KeyboardInterrupt:
@@ -225,6 +245,7 @@ class Session:
             piece = piece if started else piece.lstrip()
             started = started or bool(piece)
             self.echo(piece, nl=False)
+
         return on_text
 
     def _show_label(self, result) -> None:
@@ -239,8 +260,10 @@ class Session:
 
     def storage_line(self) -> str:
         if self.history_file:
-            return (f"/help lists the commands. What you type is kept in {self.history_file} for recall "
-                    "(--no-history to keep none); nothing else is written unless you /save.")
+            return (
+                f"/help lists the commands. What you type is kept in {self.history_file} for recall "
+                "(--no-history to keep none); nothing else is written unless you /save."
+            )
         return "/help lists the commands. Nothing is written to disk unless you /save."
 
     def cmd_help(self, arg: str) -> None:
@@ -282,11 +305,13 @@ class Session:
 
     def cmd_model(self, arg: str) -> None:
         info = self.engine.info
-        self.echo(f"name: {info.name}\nfile: {info.path}\nsha256: {info.sha256}\n"
-                  f"architecture: {info.architecture}  quantization: {info.quantization}  "
-                  f"parameters: {info.n_params / 1e6:.1f}M\n"
-                  f"context: {self.engine.n_ctx} tokens (trained with {info.n_ctx_train})  "
-                  f"chat format: {self.format.name}\nengine: {info.engine}")
+        self.echo(
+            f"name: {info.name}\nfile: {info.path}\nsha256: {info.sha256}\n"
+            f"architecture: {info.architecture}  quantization: {info.quantization}  "
+            f"parameters: {info.n_params / 1e6:.1f}M\n"
+            f"context: {self.engine.n_ctx} tokens (trained with {info.n_ctx_train})  "
+            f"chat format: {self.format.name}\nengine: {info.engine}"
+        )
 
     def cmd_save(self, arg: str) -> None:
         if not arg:
@@ -311,10 +336,16 @@ class Session:
 
     def transcript(self) -> dict:
         info = self.engine.info
-        return {"format": TRANSCRIPT_FORMAT, "saved": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "model": {"name": info.name, "path": str(info.path), "quantization": info.quantization},
-                "chat_format": self.format.name, "params": asdict(self.params), "system": self.system,
-                "messages": [asdict(m) for m in self.messages], "analyses": self.analyses}
+        return {
+            "format": TRANSCRIPT_FORMAT,
+            "saved": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "model": {"name": info.name, "path": str(info.path), "quantization": info.quantization},
+            "chat_format": self.format.name,
+            "params": asdict(self.params),
+            "system": self.system,
+            "messages": [asdict(m) for m in self.messages],
+            "analyses": self.analyses,
+        }
 
     def restore(self, path: Path) -> None:
         data = read_transcript(path)
@@ -364,8 +395,16 @@ def run_session(session: Session, reader: LineReader) -> None:
             session.notice("[interrupted]")
 
 
-def chat(model: str | None = None, *, task: str | None = None, system: str | None = None, n_ctx: int | None = None,
-         threads: int | None = None, country: str | None = None, history: bool = True) -> None:
+def chat(
+    model: str | None = None,
+    *,
+    task: str | None = None,
+    system: str | None = None,
+    n_ctx: int | None = None,
+    threads: int | None = None,
+    country: str | None = None,
+    history: bool = True,
+) -> None:
     """Load a model and run a terminal session on it."""
     path = resolve_model(model) if model else model_path(default_model())
     click.echo(f"Loading {path.name} ...", err=True)

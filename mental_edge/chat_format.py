@@ -10,9 +10,9 @@ characters as text, never the control token. Without a template, the known forma
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Sequence
 
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -83,8 +83,9 @@ class TemplateFormat(ChatFormat):
 
     def _render(self, messages: Sequence[Message]) -> str:
         held = [{"role": m.role, "content": f"\ue000{i}\ue001"} for i, m in enumerate(messages)]
-        return self.template.render(messages=held, add_generation_prompt=True,
-                                    bos_token=self.bos_token, eos_token=self.eos_token)
+        return self.template.render(
+            messages=held, add_generation_prompt=True, bos_token=self.bos_token, eos_token=self.eos_token
+        )
 
 
 def _fold_system(messages: Sequence[Message]) -> list[Message]:
@@ -123,8 +124,11 @@ class Llama2Format(ChatFormat):
             if m.role == "user":
                 out.append(Segment(f"{self.bos_token}[INST] ", special=True))
                 if system is not None:
-                    out += [Segment("<<SYS>>\n", special=True), Segment(system),
-                            Segment("\n<</SYS>>\n\n", special=True)]
+                    out += [
+                        Segment("<<SYS>>\n", special=True),
+                        Segment(system),
+                        Segment("\n<</SYS>>\n\n", special=True),
+                    ]
                     system = None
                 out += [Segment(text), Segment(" [/INST]", special=True)]
             elif m.role == "assistant":

@@ -39,7 +39,7 @@ class LineReader:
             return ""
         if not line.lstrip().startswith(BLOCK):
             return line
-        return self._block(line.lstrip()[len(BLOCK):])
+        return self._block(line.lstrip()[len(BLOCK) :])
 
     def _block(self, first: str) -> str:
         if first.rstrip().endswith(BLOCK):  # """one line"""

@@ -21,9 +21,9 @@ import logging
 import os
 import socket
 from collections import defaultdict, deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
 
 from mental_edge import store
 from mental_edge.analysis import Analyzer
@@ -129,9 +129,17 @@ class RayAnalysis:
 
     # -- running ----------------------------------------------------------------------------------
 
-    def run_analysis(self, rows: Iterable[InputRow], tasks: Sequence[Task], *, taskset: TaskSet | None = None,
-                     done: set[tuple[str, str]] = frozenset(), write: Callable[[dict], None] = lambda r: None,
-                     limit: int | None = None, on_row: Callable[[], None] | None = None) -> RunSummary:
+    def run_analysis(
+        self,
+        rows: Iterable[InputRow],
+        tasks: Sequence[Task],
+        *,
+        taskset: TaskSet | None = None,
+        done: set[tuple[str, str]] = frozenset(),
+        write: Callable[[dict], None] = lambda r: None,
+        limit: int | None = None,
+        on_row: Callable[[], None] | None = None,
+    ) -> RunSummary:
         """Analyse the rows on the workers and `write` the records in input order (see the module docstring)."""
         summary = RunSummary()
         self._retry.clear()
@@ -196,8 +204,9 @@ class RayAnalysis:
         if self.lost <= self.workers:
             self._slots.append(_Slot(self._new_actor()))
         if not self._slots:
-            raise MentalEdgeError(f"all Ray workers were lost ({self.lost}); what was finished is in the output: "
-                                  f"run again with --resume")
+            raise MentalEdgeError(
+                f"all Ray workers were lost ({self.lost}); what was finished is in the output: run again with --resume"
+            )
 
     def _get(self, refs):
         """ray.get, with a worker's own MentalEdgeError as ours and a dead worker as _WorkerLost."""
@@ -214,9 +223,11 @@ class RayAnalysis:
         need = self.workers * (self.spec.options["threads"] or 1)
         have = self.ray.cluster_resources().get("CPU", 0)
         if need > have:
-            raise MentalEdgeError(f"the Ray cluster at {self.address} has {have:g} CPUs, too few for "
-                                  f"{self.workers} workers of {need // self.workers} thread(s): "
-                                  f"lower --ray-workers or --threads")
+            raise MentalEdgeError(
+                f"the Ray cluster at {self.address} has {have:g} CPUs, too few for "
+                f"{self.workers} workers of {need // self.workers} thread(s): "
+                f"lower --ray-workers or --threads"
+            )
 
     def close(self) -> None:
         for slot in self._slots:
@@ -318,8 +329,10 @@ def _load(spec: ModelSpec, node: str):
     if not path.exists():
         raise MentalEdgeError(f"Ray worker on {node}: {path}: no such model file ({where})")
     if spec.size is not None and path.stat().st_size != spec.size:
-        raise MentalEdgeError(f"Ray worker on {node}: {path} is not the driver's file "
-                              f"({path.stat().st_size} bytes, expected {spec.size}; {where})")
+        raise MentalEdgeError(
+            f"Ray worker on {node}: {path} is not the driver's file "
+            f"({path.stat().st_size} bytes, expected {spec.size}; {where})"
+        )
     engine = load_engine(path, name=spec.name, **spec.options)
     if spec.sha256:
         engine.info.sha256 = spec.sha256  # hashed once by the driver (or the store), not on every node

@@ -79,9 +79,13 @@ def render(report: dict) -> str:
             f"default --threads:    {llama['default_threads']}",
         ]
     st = report["store"]
-    lines += ["", f"model store:          {st['location']}",
-              f"                      {st['models']} model(s), {store.size_text(st['size_bytes'])}",
-              "", "optional engines:"]
+    lines += [
+        "",
+        f"model store:          {st['location']}",
+        f"                      {st['models']} model(s), {store.size_text(st['size_bytes'])}",
+        "",
+        "optional engines:",
+    ]
     for name, purpose in OPTIONAL.items():
         version = report["optional"][name]
         lines.append(f"  {name:<12} {version or 'not installed':<16} {purpose}")

@@ -52,9 +52,7 @@ class RepoListing:
     files: tuple[str, ...]
 
     def gguf_files(self) -> list[str]:
-        return sorted(
-            f for f in self.files if f.lower().endswith(".gguf") and "mmproj" not in f.lower()
-        )
+        return sorted(f for f in self.files if f.lower().endswith(".gguf") and "mmproj" not in f.lower())
 
 
 def hub_offline() -> bool:
@@ -104,7 +102,9 @@ def _first_line(exc: BaseException) -> str:
 
 def _require_online(repo_id: str) -> None:
     if hub_offline():
-        raise MentalEdgeError(f"cannot reach the Hugging Face hub for {repo_id} (HF_HUB_OFFLINE is set): {OFFLINE_ADVICE}")
+        raise MentalEdgeError(
+            f"cannot reach the Hugging Face hub for {repo_id} (HF_HUB_OFFLINE is set): {OFFLINE_ADVICE}"
+        )
 
 
 def list_repo(repo_id: str, revision: str | None = None) -> RepoListing:

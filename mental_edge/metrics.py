@@ -8,8 +8,8 @@ weights are gold support; `average='macro'`: plain mean; a class never predicted
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -23,15 +23,21 @@ class Scores:
     weighted_f1: float
     macro_f1: float
     unparsed: int
-    labels: tuple[str, ...]          # rows of the confusion matrix (gold), in this order
+    labels: tuple[str, ...]  # rows of the confusion matrix (gold), in this order
     confusion: tuple[tuple[int, ...], ...]  # columns: labels, then UNPARSED
 
     def as_dict(self) -> dict:
         return {
-            "n": self.n, "accuracy": self.accuracy, "weighted_f1": self.weighted_f1,
-            "macro_f1": self.macro_f1, "unparsed": self.unparsed,
-            "confusion": {"labels": list(self.labels), "columns": [*self.labels, UNPARSED],
-                          "matrix": [list(row) for row in self.confusion]},
+            "n": self.n,
+            "accuracy": self.accuracy,
+            "weighted_f1": self.weighted_f1,
+            "macro_f1": self.macro_f1,
+            "unparsed": self.unparsed,
+            "confusion": {
+                "labels": list(self.labels),
+                "columns": [*self.labels, UNPARSED],
+                "matrix": [list(row) for row in self.confusion],
+            },
         }
 
 
@@ -55,7 +61,7 @@ def confusion_matrix(gold, pred, labels: Sequence[str]) -> np.ndarray:
 def f1_per_class(counts: np.ndarray) -> np.ndarray:
     """F1 of each class (row/column i) from a confusion matrix with an unparsed last column."""
     true_pos = np.diag(counts[:, :-1]).astype(float)
-    support = counts.sum(axis=1)            # gold occurrences, unparsed included (they are misses)
+    support = counts.sum(axis=1)  # gold occurrences, unparsed included (they are misses)
     predicted = counts[:, :-1].sum(axis=0)  # parsed predictions of each class
     denominator = support + predicted
     return np.divide(2 * true_pos, denominator, out=np.zeros_like(true_pos), where=denominator > 0)
@@ -91,8 +97,12 @@ def score(gold: Sequence[str], pred: Sequence[str | None], labels: Sequence[str]
     counts = confusion_matrix(gold, pred, labels)
     weighted, macro = f1_scores(gold, pred, labels)
     return Scores(
-        n=len(gold), accuracy=accuracy(gold, pred), weighted_f1=weighted, macro_f1=macro,
-        unparsed=sum(p is None for p in pred), labels=labels,
+        n=len(gold),
+        accuracy=accuracy(gold, pred),
+        weighted_f1=weighted,
+        macro_f1=macro,
+        unparsed=sum(p is None for p in pred),
+        labels=labels,
         confusion=tuple(tuple(int(x) for x in row) for row in counts),
     )
 

@@ -114,7 +114,8 @@ def _pull_gguf(listing: hub.RepoListing, base: str, quant: str | None, say: Say)
     files, reason = hub.choose_gguf(listing, quant)
     if len(files) > 1:
         raise MentalEdgeError(
-            f"{files[0]} is split in {len(files)} parts: merge them with llama.cpp's gguf-split, then 'mental-edge import'"
+            f"{files[0]} is split in {len(files)} parts: "
+            "merge them with llama.cpp's gguf-split, then 'mental-edge import'"
         )
     file_quant = hub.quant_of_name(files[0])
     name = f"{base}-{file_quant.lower()}" if file_quant else base

@@ -12,8 +12,8 @@ The figures come from `metrics.score`; this module only arranges and prints them
 """
 
 import json
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Iterable, Mapping
 
 from mental_edge.errors import MentalEdgeError
 from mental_edge.io.files import atomic_write_text
@@ -22,16 +22,23 @@ from mental_edge.metrics import UNPARSED, score
 FIGURES = (("accuracy", "accuracy"), ("weighted_f1", "weighted F1"), ("macro_f1", "macro F1"))
 
 
-def build_report(rows_by_task: Mapping[str, Iterable[Mapping]], *,
-                 labels_by_task: Mapping[str, Iterable[str]] | None = None,
-                 run: Mapping | None = None, data: str | None = None) -> dict:
+def build_report(
+    rows_by_task: Mapping[str, Iterable[Mapping]],
+    *,
+    labels_by_task: Mapping[str, Iterable[str]] | None = None,
+    run: Mapping | None = None,
+    data: str | None = None,
+) -> dict:
     """Score each task's rows ({"id", "gold", "pred"}); `labels_by_task` fixes the label order."""
     tasks, rows = {}, {}
     for task, task_rows in rows_by_task.items():
         task_rows = [{"id": str(r["id"]), "gold": r["gold"], "pred": r.get("pred")} for r in task_rows]
         labels = (labels_by_task or {}).get(task)
-        scores = score([r["gold"] for r in task_rows], [r["pred"] for r in task_rows],
-                       tuple(labels) if labels is not None else None)
+        scores = score(
+            [r["gold"] for r in task_rows],
+            [r["pred"] for r in task_rows],
+            tuple(labels) if labels is not None else None,
+        )
         tasks[task], rows[task] = scores.as_dict(), task_rows
     return {"data": data, "run": dict(run or {}), "tasks": tasks, "rows": rows}
 
@@ -90,8 +97,10 @@ def compare_reports(before: dict, after: dict) -> dict:
     tasks = {}
     for task in common:
         a, b = before["tasks"][task], after["tasks"][task]
-        entry = {key: {"before": a[key], "after": b[key], "delta": b[key] - a[key]}
-                 for key in ("accuracy", "weighted_f1", "macro_f1", "unparsed")}
+        entry = {
+            key: {"before": a[key], "after": b[key], "delta": b[key] - a[key]}
+            for key in ("accuracy", "weighted_f1", "macro_f1", "unparsed")
+        }
         entry.update(_changed_rows(before.get("rows", {}).get(task), after.get("rows", {}).get(task)))
         tasks[task] = entry
     return {"before": _describe(before), "after": _describe(after), "tasks": tasks}
@@ -102,8 +111,15 @@ def render_comparison(comparison: dict, markdown: bool = False) -> str:
     rows = []
     for task, entry in comparison["tasks"].items():
         changed = "n/a" if entry["changed_share"] is None else f"{entry['changed_share']:.1%}"
-        rows.append([task, *(f"{entry[key]['delta']:+.4f}" for key, _ in FIGURES),
-                     f"{entry['unparsed']['delta']:+d}", str(entry["matched"]), changed])
+        rows.append(
+            [
+                task,
+                *(f"{entry[key]['delta']:+.4f}" for key, _ in FIGURES),
+                f"{entry['unparsed']['delta']:+d}",
+                str(entry["matched"]),
+                changed,
+            ]
+        )
     title = f"{comparison['before']} → {comparison['after']}"
     table = (_markdown_table if markdown else _text_table)(headers, rows, "l" + "r" * 6)
     return f"{'# ' if markdown else ''}{title}\n\n{table}\n"
@@ -115,8 +131,7 @@ def _changed_rows(before_rows, after_rows) -> dict:
     before_pred = {r["id"]: r.get("pred") for r in before_rows}
     matched = [(before_pred[r["id"]], r.get("pred")) for r in after_rows if r["id"] in before_pred]
     changed = sum(a != b for a, b in matched)
-    return {"matched": len(matched), "changed": changed,
-            "changed_share": changed / len(matched) if matched else None}
+    return {"matched": len(matched), "changed": changed, "changed_share": changed / len(matched) if matched else None}
 
 
 def _describe(report: dict) -> str:
@@ -128,8 +143,10 @@ def _describe(report: dict) -> str:
 
 def _summary(report: dict) -> tuple[list[str], list[list[str]], str]:
     headers = ["task", "n", *(name for _, name in FIGURES), "unparsed"]
-    rows = [[task, str(f["n"]), *(f"{f[key]:.4f}" for key, _ in FIGURES), str(f["unparsed"])]
-            for task, f in report["tasks"].items()]
+    rows = [
+        [task, str(f["n"]), *(f"{f[key]:.4f}" for key, _ in FIGURES), str(f["unparsed"])]
+        for task, f in report["tasks"].items()
+    ]
     return headers, rows, "l" + "r" * 5
 
 
@@ -153,8 +170,9 @@ def _text_table(headers: list[str], rows: list[list[str]], align: str) -> str:
     widths = [max(len(str(c)) for c in column) for column in zip(headers, *rows)]
 
     def line(cells):
-        return "  ".join(str(c).ljust(w) if a == "l" else str(c).rjust(w)
-                         for c, w, a in zip(cells, widths, align)).rstrip()
+        return "  ".join(
+            str(c).ljust(w) if a == "l" else str(c).rjust(w) for c, w, a in zip(cells, widths, align)
+        ).rstrip()
 
     return "\n".join([line(headers), "  ".join("-" * w for w in widths), *map(line, rows)])
 
@@ -176,5 +194,14 @@ def _md_cell(value) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 
-__all__ = ["build_report", "compare_reports", "load_report", "render_comparison", "render_json",
-           "render_markdown", "render_table", "save_report", "UNPARSED"]
+__all__ = [
+    "build_report",
+    "compare_reports",
+    "load_report",
+    "render_comparison",
+    "render_json",
+    "render_markdown",
+    "render_table",
+    "save_report",
+    "UNPARSED",
+]

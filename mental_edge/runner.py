@@ -6,8 +6,8 @@ turns results into records (one per post and task) with what produced them.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Sequence
 
 from mental_edge.analysis import Analyzer, TaskResult
 from mental_edge.io.readers import InputRow
@@ -66,8 +66,9 @@ def run_analysis(
     return summary
 
 
-def work_left(row: InputRow, tasks: Sequence[Task], taskset: TaskSet | None = None,
-              done: set[tuple[str, str]] = frozenset()) -> tuple[bool, int]:
+def work_left(
+    row: InputRow, tasks: Sequence[Task], taskset: TaskSet | None = None, done: set[tuple[str, str]] = frozenset()
+) -> tuple[bool, int]:
     """Whether `run_analysis` would still write a record for `row`, and how many of its records `done` holds
     (for a driver that sends out only the rows with work left: distributed.py)."""
     plan = _plan(row, tasks, taskset, done)

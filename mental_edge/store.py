@@ -40,7 +40,7 @@ class ModelEntry:
     date: str  # when it entered the store, UTC ISO-8601
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ModelEntry":
+    def from_dict(cls, data: dict) -> ModelEntry:
         return cls(**{f.name: data.get(f.name, "") for f in fields(cls)})
 
 
@@ -255,12 +255,14 @@ def resolve_model(name_or_path: str | os.PathLike) -> Path:
         found = model_path(entry)
         if not found.exists():
             raise MentalEdgeError(
-                f"store model '{entry.name}' lost its file {found}: 'mental-edge models rm {entry.name}' and pull it again"
+                f"store model '{entry.name}' lost its file {found}: "
+                f"'mental-edge models rm {entry.name}' and pull it again"
             )
         return found
     held = ", ".join(e.name for e in list_models()) or "nothing"
     raise MentalEdgeError(
-        f"model '{name_or_path}' is neither a file nor a store name (the store at {store_home()} holds: {held}); {HOW_TO_GET}"
+        f"model '{name_or_path}' is neither a file nor a store name "
+        f"(the store at {store_home()} holds: {held}); {HOW_TO_GET}"
     )
 
 
@@ -284,7 +286,9 @@ def import_model(file: str | os.PathLike, name: str | None = None) -> ModelEntry
         gguf_facts(src)  # refuse a damaged file before copying gigabytes
     name = check_name(name or default_name(src.name))
     if name in _read_registry():
-        raise MentalEdgeError(f"the store already holds '{name}': pick another with --name or 'mental-edge models rm {name}'")
+        raise MentalEdgeError(
+            f"the store already holds '{name}': pick another with --name or 'mental-edge models rm {name}'"
+        )
     dest = models_dir() / (name if src.is_dir() else f"{name}.gguf")
     _place(src, dest)
     try:

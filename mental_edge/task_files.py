@@ -17,8 +17,18 @@ from mental_edge.errors import MentalEdgeError
 
 FORMS = ("instruction", "completion", "chinese")
 _KEYS = {
-    "family", "language", "source", "labels", "templates", "questions", "subtasks", "answers", "cues",
-    "multi_label", "recognize", "reasoning_marker",
+    "family",
+    "language",
+    "source",
+    "labels",
+    "templates",
+    "questions",
+    "subtasks",
+    "answers",
+    "cues",
+    "multi_label",
+    "recognize",
+    "reasoning_marker",
 }
 
 

@@ -15,9 +15,9 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Mapping
 
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -27,9 +27,7 @@ from mental_edge.task_files import FORMS, read_definitions
 
 __all__ = ["FORMS", "Task", "TaskSet", "load_tasks"]
 
-_ENV = ImmutableSandboxedEnvironment(
-    autoescape=False, undefined=jinja2.StrictUndefined, keep_trailing_newline=False
-)
+_ENV = ImmutableSandboxedEnvironment(autoescape=False, undefined=jinja2.StrictUndefined, keep_trailing_newline=False)
 _SENTINEL = "\x00mental-edge-post\x00"
 
 
@@ -74,9 +72,16 @@ class Task:
         self._check_form(form)
         name, source = self.templates[form]
         definition = {
-            "name": self.name, "family": self.family, "language": self.language, "labels": self.labels,
-            "form": form, "template": name, "question": self.questions[form], "answers": self.answers[form],
-            "multi_label": self.multi_label, "reasoning_marker": self.reasoning_marker,
+            "name": self.name,
+            "family": self.family,
+            "language": self.language,
+            "labels": self.labels,
+            "form": form,
+            "template": name,
+            "question": self.questions[form],
+            "answers": self.answers[form],
+            "multi_label": self.multi_label,
+            "reasoning_marker": self.reasoning_marker,
         }
         blob = source + "\x00" + json.dumps(definition, sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()
@@ -125,7 +130,8 @@ class Task:
         if "exact" not in self._cache:
             self._cache["exact"] = {
                 _normalize(sentence).rstrip(". "): label
-                for by_label in self.answers.values() for label, sentence in by_label.items()
+                for by_label in self.answers.values()
+                for label, sentence in by_label.items()
             }
         return self._cache["exact"]
 
@@ -209,7 +215,7 @@ class TaskSet:
                 before, after = frame
                 fits = len(query) >= len(before) + len(after)
                 if fits and query.startswith(before) and query.endswith(after) and len(before + after) > best_len:
-                    best, best_len = (task, f, query[len(before):len(query) - len(after)]), len(before + after)
+                    best, best_len = (task, f, query[len(before) : len(query) - len(after)]), len(before + after)
         if best is not None and best[0].render(best[2], best[1]) != query:
             return None
         return best
@@ -232,11 +238,20 @@ def _family_tasks(d: dict, templates: dict[str, tuple[str, str]]) -> list[Task]:
     cues = {label: tuple(re.compile(c, re.IGNORECASE) for c in d["cues"].get(label, ())) for label in d["labels"]}
     tasks = []
     for suffix, questions in subtasks.items():
-        tasks.append(Task(
-            name=f"{d['family']}-{suffix}" if suffix else d["family"],
-            family=d["family"], language=d["language"], labels=tuple(d["labels"]), forms=forms,
-            multi_label=d["multi_label"], recognize=d["recognize"], reasoning_marker=d["reasoning_marker"],
-            questions=dict(questions), answers=d["answers"],
-            templates={f: templates[d["templates"][f]] for f in forms}, cues=cues,
-        ))
+        tasks.append(
+            Task(
+                name=f"{d['family']}-{suffix}" if suffix else d["family"],
+                family=d["family"],
+                language=d["language"],
+                labels=tuple(d["labels"]),
+                forms=forms,
+                multi_label=d["multi_label"],
+                recognize=d["recognize"],
+                reasoning_marker=d["reasoning_marker"],
+                questions=dict(questions),
+                answers=d["answers"],
+                templates={f: templates[d["templates"][f]] for f in forms},
+                cues=cues,
+            )
+        )
     return tasks

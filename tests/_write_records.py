@@ -12,7 +12,13 @@ with RecordWriter(path, resume=True, fsync_every=5) as writer:
         for task in ("DR", "SAD"):
             if (str(n), task) in writer.done:
                 continue
-            writer.write({"id": str(n), "task": task, "label": "yes",
-                          "probabilities": {"yes": 0.75, "no": 0.25},
-                          "explanation": f"row {n}\nwith a newline, a comma and \"quotes\""})
+            writer.write(
+                {
+                    "id": str(n),
+                    "task": task,
+                    "label": "yes",
+                    "probabilities": {"yes": 0.75, "no": 0.25},
+                    "explanation": f'row {n}\nwith a newline, a comma and "quotes"',
+                }
+            )
             time.sleep(delay)

@@ -8,9 +8,18 @@ from pathlib import Path
 import torch
 
 CONFIG = dict(
-    architectures=["LlamaForCausalLM"], model_type="llama", hidden_size=64, intermediate_size=96,
-    num_attention_heads=4, num_key_value_heads=2, num_hidden_layers=2, vocab_size=128,
-    max_position_embeddings=256, rms_norm_eps=1e-5, rope_theta=10000.0, tie_word_embeddings=False,
+    architectures=["LlamaForCausalLM"],
+    model_type="llama",
+    hidden_size=64,
+    intermediate_size=96,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    num_hidden_layers=2,
+    vocab_size=128,
+    max_position_embeddings=256,
+    rms_norm_eps=1e-5,
+    rope_theta=10000.0,
+    tie_word_embeddings=False,
 )
 
 
@@ -22,12 +31,20 @@ def state_dict(dtype=torch.bfloat16, seed=0) -> dict[str, torch.Tensor]:
     shapes = {"model.embed_tokens.weight": (v, h), "model.norm.weight": (h,), "lm_head.weight": (v, h)}
     for i in range(c["num_hidden_layers"]):
         p = f"model.layers.{i}."
-        shapes.update({p + "input_layernorm.weight": (h,), p + "post_attention_layernorm.weight": (h,),
-                       p + "self_attn.q_proj.weight": (h, h), p + "self_attn.k_proj.weight": (kv, h),
-                       p + "self_attn.v_proj.weight": (kv, h), p + "self_attn.o_proj.weight": (h, h),
-                       p + "mlp.gate_proj.weight": (ff, h), p + "mlp.up_proj.weight": (ff, h),
-                       p + "mlp.down_proj.weight": (h, ff),
-                       p + "self_attn.rotary_emb.inv_freq": (h // c["num_attention_heads"] // 2,)})
+        shapes.update(
+            {
+                p + "input_layernorm.weight": (h,),
+                p + "post_attention_layernorm.weight": (h,),
+                p + "self_attn.q_proj.weight": (h, h),
+                p + "self_attn.k_proj.weight": (kv, h),
+                p + "self_attn.v_proj.weight": (kv, h),
+                p + "self_attn.o_proj.weight": (h, h),
+                p + "mlp.gate_proj.weight": (ff, h),
+                p + "mlp.up_proj.weight": (ff, h),
+                p + "mlp.down_proj.weight": (h, ff),
+                p + "self_attn.rotary_emb.inv_freq": (h // c["num_attention_heads"] // 2,),
+            }
+        )
     return {name: torch.randn(shape, generator=g).to(dtype) for name, shape in shapes.items()}
 
 

@@ -19,10 +19,15 @@ import pytest
 from gguf import GGUFReader
 
 _LAYER_NAMES = {
-    "attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
-    "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
+    "attn_norm": "input_layernorm",
+    "ffn_norm": "post_attention_layernorm",
+    "attn_q": "self_attn.q_proj",
+    "attn_k": "self_attn.k_proj",
+    "attn_v": "self_attn.v_proj",
     "attn_output": "self_attn.o_proj",
-    "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj",
+    "ffn_gate": "mlp.gate_proj",
+    "ffn_up": "mlp.up_proj",
+    "ffn_down": "mlp.down_proj",
 }
 _TOP_NAMES = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
 
@@ -85,20 +90,29 @@ def _weights(reader: GGUFReader, n_head: int, n_head_kv: int) -> dict[str, np.nd
 def _config(reader: GGUFReader) -> dict:
     def hp(key):
         return _field(reader, f"llama.{key}")
+
     n_embd, n_head = int(hp("embedding_length")), int(hp("attention.head_count"))
     return {
-        "architectures": ["LlamaForCausalLM"], "model_type": "llama",
-        "hidden_size": n_embd, "intermediate_size": int(hp("feed_forward_length")),
-        "num_hidden_layers": int(hp("block_count")), "num_attention_heads": n_head,
-        "num_key_value_heads": int(hp("attention.head_count_kv")), "head_dim": n_embd // n_head,
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "hidden_size": n_embd,
+        "intermediate_size": int(hp("feed_forward_length")),
+        "num_hidden_layers": int(hp("block_count")),
+        "num_attention_heads": n_head,
+        "num_key_value_heads": int(hp("attention.head_count_kv")),
+        "head_dim": n_embd // n_head,
         "max_position_embeddings": int(hp("context_length")),
         "rms_norm_eps": float(f"{hp('attention.layer_norm_rms_epsilon'):.6g}"),
-        "rope_theta": float(hp("rope.freq_base")), "vocab_size": int(hp("vocab_size")),
-        "hidden_act": "silu", "tie_word_embeddings": "output.weight" not in {t.name for t in reader.tensors},
+        "rope_theta": float(hp("rope.freq_base")),
+        "vocab_size": int(hp("vocab_size")),
+        "hidden_act": "silu",
+        "tie_word_embeddings": "output.weight" not in {t.name for t in reader.tensors},
         "bos_token_id": int(_field(reader, "tokenizer.ggml.bos_token_id")),
         "eos_token_id": int(_field(reader, "tokenizer.ggml.eos_token_id")),
         "pad_token_id": int(_field(reader, "tokenizer.ggml.padding_token_id")),
-        "torch_dtype": "bfloat16", "attention_bias": False, "mlp_bias": False,
+        "torch_dtype": "bfloat16",
+        "attention_bias": False,
+        "mlp_bias": False,
     }
 
 
@@ -110,10 +124,12 @@ def build_smollm_tokenizer(reader: GGUFReader):
     types = _field(reader, "tokenizer.ggml.token_type")
     merges = [tuple(m.split(" ")) for m in _field(reader, "tokenizer.ggml.merges")]
     tok = Tokenizer(models.BPE({t: i for i, t in enumerate(tokens)}, merges))
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Digits(individual_digits=True),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True),
-    ])
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True),
+        ]
+    )
     tok.post_processor = processors.ByteLevel(trim_offsets=False)
     tok.decoder = decoders.ByteLevel()
     control = [t for t, kind in zip(tokens, types) if kind == gguf.TokenType.CONTROL]
@@ -127,17 +143,29 @@ def _tokenizer_config(reader: GGUFReader) -> dict:
 
     def token(key):
         return tokens[int(_field(reader, f"tokenizer.ggml.{key}_token_id"))]
+
     return {
         "tokenizer_class": "PreTrainedTokenizerFast",
-        "bos_token": token("bos"), "eos_token": token("eos"), "unk_token": token("unknown"),
+        "bos_token": token("bos"),
+        "eos_token": token("eos"),
+        "unk_token": token("unknown"),
         "pad_token": token("padding"),
-        "add_prefix_space": False, "clean_up_tokenization_spaces": False,
+        "add_prefix_space": False,
+        "clean_up_tokenization_spaces": False,
         "model_max_length": int(_field(reader, "llama.context_length")),
         "chat_template": _field(reader, "tokenizer.chat_template"),
         "added_tokens_decoder": {
-            str(i): {"content": t, "special": True, "normalized": False, "lstrip": False, "rstrip": False,
-                     "single_word": False}
-            for i, (t, kind) in enumerate(zip(tokens, types)) if kind == gguf.TokenType.CONTROL},
+            str(i): {
+                "content": t,
+                "special": True,
+                "normalized": False,
+                "lstrip": False,
+                "rstrip": False,
+                "single_word": False,
+            }
+            for i, (t, kind) in enumerate(zip(tokens, types))
+            if kind == gguf.TokenType.CONTROL
+        },
     }
 
 
@@ -151,8 +179,9 @@ def gguf_to_hf_checkpoint(gguf_path: Path, out: Path) -> Path:
     (out / "config.json").write_text(json.dumps(config, indent=2))
     build_smollm_tokenizer(reader).save(str(out / "tokenizer.json"))
     (out / "tokenizer_config.json").write_text(json.dumps(_tokenizer_config(reader), indent=2))
-    (out / "generation_config.json").write_text(json.dumps(
-        {"bos_token_id": config["bos_token_id"], "eos_token_id": config["eos_token_id"]}))
+    (out / "generation_config.json").write_text(
+        json.dumps({"bos_token_id": config["bos_token_id"], "eos_token_id": config["eos_token_id"]})
+    )
     return out
 
 
@@ -163,6 +192,7 @@ def smollm2_hf_checkpoint(smollm2_gguf, tmp_path_factory) -> Path:
 
 
 # --- SentencePiece: a tokenizer.model rebuilt from a GGUF vocabulary -------------------------------------------
+
 
 def _varint(n: int) -> bytes:
     n &= (1 << 64) - 1  # negative int32 fields are ten-byte two's complement varints
@@ -191,9 +221,18 @@ def sentencepiece_model_bytes(tokens, scores, types) -> bytes:
     after sentencepiece_model.proto so that the test needs no protobuf package."""
     pieces = b"".join(
         _pb_bytes(1, _pb_bytes(1, t.encode()) + _pb_float(2, s) + _pb_int(3, int(k)))
-        for t, s, k in zip(tokens, scores, types))
-    trainer = (_pb_int(3, 2) + _pb_int(4, len(tokens)) + _pb_int(25, 1) + _pb_int(35, 1)
-               + _pb_int(40, 0) + _pb_int(41, 1) + _pb_int(42, 2) + _pb_int(43, -1))
+        for t, s, k in zip(tokens, scores, types)
+    )
+    trainer = (
+        _pb_int(3, 2)
+        + _pb_int(4, len(tokens))
+        + _pb_int(25, 1)
+        + _pb_int(35, 1)
+        + _pb_int(40, 0)
+        + _pb_int(41, 1)
+        + _pb_int(42, 2)
+        + _pb_int(43, -1)
+    )
     normalizer = _pb_bytes(1, b"identity") + _pb_int(3, 1) + _pb_int(4, 0) + _pb_int(5, 1)
     return pieces + _pb_bytes(2, trainer) + _pb_bytes(3, normalizer)
 
@@ -202,12 +241,21 @@ def gguf_to_sentencepiece_folder(vocab_gguf: Path, out: Path) -> Path:
     """A tokenizer-only LLaMA checkpoint folder (tokenizer.model, tokenizer_config.json) from a vocab GGUF."""
     reader = GGUFReader(vocab_gguf)
     out.mkdir(parents=True, exist_ok=True)
-    model = sentencepiece_model_bytes(_field(reader, "tokenizer.ggml.tokens"), _field(reader, "tokenizer.ggml.scores"),
-                                      _field(reader, "tokenizer.ggml.token_type"))
+    model = sentencepiece_model_bytes(
+        _field(reader, "tokenizer.ggml.tokens"),
+        _field(reader, "tokenizer.ggml.scores"),
+        _field(reader, "tokenizer.ggml.token_type"),
+    )
     (out / "tokenizer.model").write_bytes(model)
-    (out / "tokenizer_config.json").write_text(json.dumps({
-        "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
-        "add_bos_token": bool(_field(reader, "tokenizer.ggml.add_bos_token")),
-        "add_eos_token": bool(_field(reader, "tokenizer.ggml.add_eos_token")),
-    }))
+    (out / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "bos_token": "<s>",
+                "eos_token": "</s>",
+                "unk_token": "<unk>",
+                "add_bos_token": bool(_field(reader, "tokenizer.ggml.add_bos_token")),
+                "add_eos_token": bool(_field(reader, "tokenizer.ggml.add_eos_token")),
+            }
+        )
+    )
     return out

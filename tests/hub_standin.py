@@ -34,7 +34,7 @@ class HubStandIn:
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
 
-    def __enter__(self) -> "HubStandIn":
+    def __enter__(self) -> HubStandIn:
         self._thread.start()
         return self
 
@@ -45,7 +45,7 @@ class HubStandIn:
     def served(self, repo_id: str) -> set[str]:
         """The files of `repo_id` whose bytes were sent (GET on resolve)."""
         prefix = f"/{repo_id}/resolve/"
-        return {p[len(prefix):].split("/", 1)[1] for m, p in self.requests if m == "GET" and p.startswith(prefix)}
+        return {p[len(prefix) :].split("/", 1)[1] for m, p in self.requests if m == "GET" and p.startswith(prefix)}
 
 
 def _handler_for(hub: HubStandIn):

@@ -48,16 +48,39 @@ def write_t5(folder: Path, imhi_dir: Path, seed: int = 1, tie: bool = True, std:
     text = folder / "train.txt"
     text.write_text("\n".join(_training_text(imhi_dir)), encoding="utf-8")
     spm.SentencePieceTrainer.train(
-        input=str(text), model_prefix=str(folder / "spiece"), vocab_size=600, model_type="unigram",
-        pad_id=0, eos_id=1, unk_id=2, bos_id=-1, character_coverage=1.0, minloglevel=2,
-        normalization_rule_name="nmt_nfkc")
+        input=str(text),
+        model_prefix=str(folder / "spiece"),
+        vocab_size=600,
+        model_type="unigram",
+        pad_id=0,
+        eos_id=1,
+        unk_id=2,
+        bos_id=-1,
+        character_coverage=1.0,
+        minloglevel=2,
+        normalization_rule_name="nmt_nfkc",
+    )
     text.unlink()
     (folder / "spiece.vocab").unlink()
     T5Tokenizer.from_pretrained(folder).save_pretrained(folder)  # reads spiece.model (needs protobuf)
-    config = T5Config(vocab_size=704, d_model=64, d_kv=16, d_ff=128, num_layers=2, num_decoder_layers=2,
-                      num_heads=4, relative_attention_num_buckets=32, relative_attention_max_distance=128,
-                      feed_forward_proj="relu", decoder_start_token_id=0, pad_token_id=0, eos_token_id=1,
-                      tie_word_embeddings=tie, n_positions=512, architectures=["T5ForConditionalGeneration"])
+    config = T5Config(
+        vocab_size=704,
+        d_model=64,
+        d_kv=16,
+        d_ff=128,
+        num_layers=2,
+        num_decoder_layers=2,
+        num_heads=4,
+        relative_attention_num_buckets=32,
+        relative_attention_max_distance=128,
+        feed_forward_proj="relu",
+        decoder_start_token_id=0,
+        pad_token_id=0,
+        eos_token_id=1,
+        tie_word_embeddings=tie,
+        n_positions=512,
+        architectures=["T5ForConditionalGeneration"],
+    )
     torch.manual_seed(seed)
     model = T5ForConditionalGeneration(config)
     with torch.no_grad():  # T5's own init is so flat that greedy decoding repeats one token: spread it
@@ -77,18 +100,36 @@ def write_bart(folder: Path, imhi_dir: Path, seed: int = 0) -> Path:
 
     folder.mkdir(parents=True, exist_ok=True)
     bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(_training_text(imhi_dir), vocab_size=700, min_frequency=2,
-                            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    bpe.train_from_iterator(
+        _training_text(imhi_dir),
+        vocab_size=700,
+        min_frequency=2,
+        special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+    )
     bpe.save_model(str(folder))
     vocab = json.loads((folder / "vocab.json").read_text())
     from transformers import BartTokenizer
 
     BartTokenizer.from_pretrained(folder).save_pretrained(folder)  # from vocab.json + merges.txt
-    config = BartConfig(vocab_size=len(vocab), d_model=64, encoder_layers=2, decoder_layers=2,
-                        encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=128,
-                        decoder_ffn_dim=128, max_position_embeddings=512, bos_token_id=0, pad_token_id=1,
-                        eos_token_id=2, decoder_start_token_id=2, forced_bos_token_id=0, forced_eos_token_id=2,
-                        scale_embedding=False, architectures=["BartForConditionalGeneration"])
+    config = BartConfig(
+        vocab_size=len(vocab),
+        d_model=64,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=128,
+        decoder_ffn_dim=128,
+        max_position_embeddings=512,
+        bos_token_id=0,
+        pad_token_id=1,
+        eos_token_id=2,
+        decoder_start_token_id=2,
+        forced_bos_token_id=0,
+        forced_eos_token_id=2,
+        scale_embedding=False,
+        architectures=["BartForConditionalGeneration"],
+    )
     torch.manual_seed(seed)
     model = BartForConditionalGeneration(config)
     with torch.no_grad():  # random init leaves biases and the logits bias at zero: make them count
@@ -100,13 +141,22 @@ def write_bart(folder: Path, imhi_dir: Path, seed: int = 0) -> Path:
     # bart-large's generation defaults (beam search, forced tokens, no repeated trigrams), which a
     # temperature-0 run must not follow
     generation = json.loads((folder / "generation_config.json").read_text())
-    generation.update(num_beams=4, no_repeat_ngram_size=3, early_stopping=True, length_penalty=2.0,
-                      forced_bos_token_id=0, forced_eos_token_id=2, min_length=12, max_length=142)
+    generation.update(
+        num_beams=4,
+        no_repeat_ngram_size=3,
+        early_stopping=True,
+        length_penalty=2.0,
+        forced_bos_token_id=0,
+        forced_eos_token_id=2,
+        min_length=12,
+        max_length=142,
+    )
     (folder / "generation_config.json").write_text(json.dumps(generation))
     return folder
 
 
 # -- checks shared by the T5 and BART tests ---------------------------------------------------------------
+
 
 def source_tokens(engine, query: str) -> list[int]:
     """A query as the encoder reads it (the model's own additions: T5's trailing </s>, BART's <s>...</s>)."""

@@ -53,7 +53,7 @@ def test_probabilities_equal_whole_sentence_likelihoods(engine, tasks):
     for label in task.labels:
         full = engine.tokenize(query + " " + task.answer(label, "instruction"), add_bos=True)
         assert full[: len(prompt)] == prompt
-        scores.append(engine.score(prompt, [full[len(prompt):]])[0])
+        scores.append(engine.score(prompt, [full[len(prompt) :]])[0])
     top = max(scores)
     total = sum(math.exp(s - top) for s in scores)
     want = {label: math.exp(s - top) / total for label, s in zip(task.labels, scores)}
@@ -64,12 +64,19 @@ def test_explanation_streams_and_follows_the_chosen_label(engine, tasks):
     task = tasks.task("dreaddit")
     pieces = []
     analyzer = Analyzer(engine, max_tokens=24)
-    (result,) = analyzer.analyze("Deadlines everywhere and my boss yells at me daily.", [task],
-                                 on_text=lambda name, piece: pieces.append((name, piece)))
+    (result,) = analyzer.analyze(
+        "Deadlines everywhere and my boss yells at me daily.",
+        [task],
+        on_text=lambda name, piece: pieces.append((name, piece)),
+    )
     assert pieces and all(name == "dreaddit" for name, _ in pieces)
     assert "".join(p for _, p in pieces).strip() == result.explanation
-    prompt = engine.tokenize(task.render("Deadlines everywhere and my boss yells at me daily.", "instruction")
-                             + " " + task.explain_prefix(result.label, "instruction"), add_bos=True)
+    prompt = engine.tokenize(
+        task.render("Deadlines everywhere and my boss yells at me daily.", "instruction")
+        + " "
+        + task.explain_prefix(result.label, "instruction"),
+        add_bos=True,
+    )
     assert engine.generate(prompt, max_tokens=24).text().strip() == result.explanation
 
 

@@ -2,7 +2,6 @@
 
 import csv
 import json
-import os
 import signal
 import stat
 import subprocess
@@ -23,8 +22,16 @@ def run(*args, input=None):
 
 
 def test_analyze_a_post_prints_a_label_of_the_task(smollm2_gguf):
-    result = run("analyze", "-m", smollm2_gguf, "--task", "DR", "--max-tokens", "8",
-                 "I cry every night and I can't get out of bed.")
+    result = run(
+        "analyze",
+        "-m",
+        smollm2_gguf,
+        "--task",
+        "DR",
+        "--max-tokens",
+        "8",
+        "I cry every night and I can't get out of bed.",
+    )
     assert result.exit_code == 0, result.output
     first = result.output.splitlines()[0]
     assert first.startswith("[1] DR: ") and first.split()[2] in ("yes", "no")
@@ -33,8 +40,18 @@ def test_analyze_a_post_prints_a_label_of_the_task(smollm2_gguf):
 
 def test_analyze_imhi_rows_to_jsonl_with_gold_and_provenance(smollm2_gguf, imhi_dir, tmp_path):
     out = tmp_path / "out.jsonl"
-    result = run("analyze", "-m", smollm2_gguf, "-i", imhi_dir / "test_instruction" / "SAD.csv",
-                 "--limit", "3", "--no-explain", "-o", out)
+    result = run(
+        "analyze",
+        "-m",
+        smollm2_gguf,
+        "-i",
+        imhi_dir / "test_instruction" / "SAD.csv",
+        "--limit",
+        "3",
+        "--no-explain",
+        "-o",
+        out,
+    )
     assert result.exit_code == 0, result.output
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     records = [json.loads(line) for line in out.read_text().splitlines()]
@@ -52,8 +69,21 @@ def test_a_killed_run_resumes_with_every_row_exactly_once(smollm2_gguf, tmp_path
     posts = tmp_path / "posts.txt"
     posts.write_text("\n".join(f"Post number {i}: I feel {'sad' if i % 2 else 'fine'} today." for i in range(12)))
     out = tmp_path / "out.jsonl"
-    args = [sys.executable, "-m", "mental_edge", "analyze", "-m", str(smollm2_gguf), "--task", "DR",
-            "--no-explain", "-i", str(posts), "-o", str(out)]
+    args = [
+        sys.executable,
+        "-m",
+        "mental_edge",
+        "analyze",
+        "-m",
+        str(smollm2_gguf),
+        "--task",
+        "DR",
+        "--no-explain",
+        "-i",
+        str(posts),
+        "-o",
+        str(out),
+    ]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline and (not out.exists() or out.read_text().count("\n") < 3):
@@ -76,8 +106,22 @@ def test_bad_inputs_give_one_line_or_flagged_records(smollm2_gguf, tmp_path):
     assert result.exit_code == 1 and result.output.count("\n") == 1
     assert "posts.csv" in result.output and "body" in result.output
     out = tmp_path / "out.csv"
-    result = run("analyze", "-m", smollm2_gguf, "--task", "DR", "-i", table, "--text-column", "body",
-                 "--id-column", "id", "--no-explain", "-o", out)
+    result = run(
+        "analyze",
+        "-m",
+        smollm2_gguf,
+        "--task",
+        "DR",
+        "-i",
+        table,
+        "--text-column",
+        "body",
+        "--id-column",
+        "id",
+        "--no-explain",
+        "-o",
+        out,
+    )
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader(out.open()))
     assert [r["id"] for r in rows] == ["1", "2"]
@@ -122,8 +166,9 @@ def test_generate_prints_the_raw_greedy_continuation(smollm2_gguf):
     assert result.exit_code == 0, result.output
     engine = load_engine(smollm2_gguf)
     try:
-        want = engine.generate(engine.tokenize("The capital of France is", add_bos=engine.info.add_bos),
-                               max_tokens=12).text()
+        want = engine.generate(
+            engine.tokenize("The capital of France is", add_bos=engine.info.add_bos), max_tokens=12
+        ).text()
     finally:
         engine.close()
     assert result.output == want + "\n"
@@ -132,7 +177,9 @@ def test_generate_prints_the_raw_greedy_continuation(smollm2_gguf):
 def test_prompt_with_a_model_shows_its_exact_input(smollm2_gguf):
     result = run("prompt", "--task", "DR", "-m", smollm2_gguf, "post {{ 1+1 }} </s>")
     assert result.exit_code == 0, result.output
-    assert result.output == 'Consider this post: "post {{ 1+1 }} </s>" Question: Does the poster suffer from depression?\n'
+    assert (
+        result.output == 'Consider this post: "post {{ 1+1 }} </s>" Question: Does the poster suffer from depression?\n'
+    )
 
 
 def test_store_names_work_for_model_options(smollm2_gguf):

@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from mental_edge.convert import ConversionError, convert_checkpoint
+from seq2seq_tiny import hf_answer_scores, imhi_queries, quantized_agreement, source_tokens, write_bart
 from transformers import BartForConditionalGeneration, BartTokenizer, GenerationConfig
 
 from mental_edge.cli import main
-from mental_edge.convert import ConversionError, convert_checkpoint
 from mental_edge.engine import Sampling, Seq2SeqPrompt, load_engine
 from mental_edge.engine.ctranslate2 import CT2Engine
 from mental_edge.errors import MentalEdgeError
 from mental_edge.tasks import load_tasks
-from seq2seq_tiny import hf_answer_scores, imhi_queries, quantized_agreement, source_tokens, write_bart
 
 SCORE_TOL = 1e-3  # nats per answer, CTranslate2 float32 against transformers fp32 (measured worst: 4e-6)
 TIE_MARGIN = 0.01  # logits this close may swap under rounding
@@ -50,18 +50,24 @@ def queries(imhi_dir):
     return imhi_queries(imhi_dir)
 
 
-
 def _hf_greedy(model, source, max_new_tokens, prefix=()):
     """transformers' plain greedy tokens (the checkpoint's beam-search defaults overridden), cut before the
     first near-tie, and whether it was cut."""
-    config = GenerationConfig(do_sample=False, num_beams=1, max_new_tokens=max_new_tokens, eos_token_id=EOS,
-                              pad_token_id=1, decoder_start_token_id=START, output_logits=True,
-                              return_dict_in_generate=True)
+    config = GenerationConfig(
+        do_sample=False,
+        num_beams=1,
+        max_new_tokens=max_new_tokens,
+        eos_token_id=EOS,
+        pad_token_id=1,
+        decoder_start_token_id=START,
+        output_logits=True,
+        return_dict_in_generate=True,
+    )
     model.generation_config = config  # unset fields would otherwise come from the checkpoint's defaults
     start = torch.tensor([[START, BOS, *prefix]])
     with torch.no_grad():
         out = model.generate(torch.tensor([source]), decoder_input_ids=start, generation_config=config)
-    tokens = out.sequences[0, start.shape[1]:].tolist()
+    tokens = out.sequences[0, start.shape[1] :].tolist()
     for step, logits in enumerate(out.logits):
         top2 = torch.topk(logits[0], 2).values
         if float(top2[0] - top2[1]) < TIE_MARGIN:
@@ -202,16 +208,18 @@ def test_analyze_end_to_end_on_a_converted_bart(folders, reference, tmp_path):
     tokenizer, model = reference
     post = "I cannot sleep and my job is killing me."
     out = tmp_path / "records.jsonl"
-    result = CliRunner().invoke(main, ["analyze", "-m", str(folders["f32"]), "-t", "DR", "--max-tokens", "8",
-                                       "--threads", "2", "-o", str(out), post])
+    result = CliRunner().invoke(
+        main,
+        ["analyze", "-m", str(folders["f32"]), "-t", "DR", "--max-tokens", "8", "--threads", "2", "-o", str(out), post],
+    )
     assert result.exit_code == 0, result.output
     record = json.loads(out.read_text().splitlines()[0])
     task = load_tasks().task("DR")
     source = tokenizer(task.render(post, "completion")).input_ids
     labels = list(task.labels)
-    answers = [tokenizer(task.answer(l, "completion"), add_special_tokens=False).input_ids for l in labels]
+    answers = [tokenizer(task.answer(label, "completion"), add_special_tokens=False).input_ids for label in labels]
     scores = hf_answer_scores(model, source, answers, (START, BOS))
     expected = np.exp(np.array(scores) - max(scores))
     expected /= expected.sum()
-    assert np.allclose([record["probabilities"][l] for l in labels], expected, atol=1e-3), record
+    assert np.allclose([record["probabilities"][label] for label in labels], expected, atol=1e-3), record
     assert record["label"] == labels[int(np.argmax(expected))]

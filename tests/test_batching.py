@@ -11,14 +11,13 @@ tests here show each fact on its own.
 
 import numpy as np
 import pytest
+from test_analysis import _imhi_posts
 
 from mental_edge.analysis import Analyzer
 from mental_edge.engine import load_engine
 from mental_edge.io.readers import InputRow
 from mental_edge.runner import run_analysis
 from mental_edge.tasks import load_tasks
-
-from test_analysis import _imhi_posts
 
 TASKS = ("DR", "dreaddit", "loneliness", "SAD", "CAMS")
 MAX_TOKENS = 16
@@ -37,8 +36,9 @@ def _analyse(model, posts, slots):
         ts = load_tasks()
         analyzer = Analyzer(engine, max_tokens=MAX_TOKENS)
         tasks = [ts.task(name) for name in TASKS]
-        records = [r for _, results in analyzer.analyze_stream((i, p, tasks) for i, p in enumerate(posts))
-                   for r in results]
+        records = [
+            r for _, results in analyzer.analyze_stream((i, p, tasks) for i, p in enumerate(posts)) for r in results
+        ]
         return records, getattr(engine, "batcher", None)
     finally:
         engine.close()

@@ -14,17 +14,27 @@ from mental_edge.errors import MentalEdgeError
 from mental_edge.tasks import load_tasks
 
 
-@pytest.mark.parametrize("text", [
-    "I keep thinking about suicide", "i want to kill myself", "Sometimes I just want to die.",
-    "I've been self-harming again", "everyone would be better off dead without me", "我真的不想活了",
-    "I cut myself last night", "thinking of ending it all",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "I keep thinking about suicide",
+        "i want to kill myself",
+        "Sometimes I just want to die.",
+        "I've been self-harming again",
+        "everyone would be better off dead without me",
+        "我真的不想活了",
+        "I cut myself last night",
+        "thinking of ending it all",
+    ],
+)
 def test_risk_cues_in_text(text):
     assert care.points_to_risk(text)
 
 
-@pytest.mark.parametrize("text", ["", "I'm stressed about my exams", "my shift ends at 9, then I cut vegetables",
-                                  "I killed it at the gym today"])
+@pytest.mark.parametrize(
+    "text",
+    ["", "I'm stressed about my exams", "my shift ends at 9, then I cut vegetables", "I killed it at the gym today"],
+)
 def test_no_risk_in_ordinary_text(text):
     assert not care.points_to_risk(text)
 
@@ -35,8 +45,13 @@ def result(task, label):
 
 def test_risk_from_analysis_labels_of_the_real_task_set():
     tasks = {t.name: t for t in load_tasks()}
-    risky = {("t-sid", "suicide or self-harm tendency"), ("swmh", "suicide"), ("Irf-belongingness", "yes"),
-             ("Irf-burdensomeness", "yes"), ("suicide-risk", "高自杀风险")}
+    risky = {
+        ("t-sid", "suicide or self-harm tendency"),
+        ("swmh", "suicide"),
+        ("Irf-belongingness", "yes"),
+        ("Irf-burdensomeness", "yes"),
+        ("suicide-risk", "高自杀风险"),
+    }
     for name, label in risky:
         assert label in tasks[name].labels
         assert care.points_to_risk(results=[result(name, label)]), (name, label)
@@ -70,18 +85,24 @@ def test_params_are_checked():
     params.set("top_p", "0.5")
     assert (params.max_tokens, params.top_p) == (32, 0.5)
     assert params.sampling().top_p == 0.5
-    for name, value, message in [("top_k", "3", "unknown parameter"), ("seed", "x", "takes a number"),
-                                 ("temperature", "-1", "out of range"), ("max_tokens", "2.5", "takes a number")]:
+    for name, value, message in [
+        ("top_k", "3", "unknown parameter"),
+        ("seed", "x", "takes a number"),
+        ("temperature", "-1", "out of range"),
+        ("max_tokens", "2.5", "takes a number"),
+    ]:
         with pytest.raises(MentalEdgeError, match=message):
             params.set(name, value)
 
 
 def test_transcripts_are_checked_field_by_field(tmp_path):
     path = tmp_path / "t.json"
-    for content, message in [("{", "not a JSON transcript"), ("[]", "field 'format'"),
-                             (json.dumps({"format": TRANSCRIPT_FORMAT, "messages": {}}), "field 'messages'"),
-                             (json.dumps({"format": TRANSCRIPT_FORMAT, "system": 3, "messages": []}),
-                              "field 'system'")]:
+    for content, message in [
+        ("{", "not a JSON transcript"),
+        ("[]", "field 'format'"),
+        (json.dumps({"format": TRANSCRIPT_FORMAT, "messages": {}}), "field 'messages'"),
+        (json.dumps({"format": TRANSCRIPT_FORMAT, "system": 3, "messages": []}), "field 'system'"),
+    ]:
         path.write_text(content)
         with pytest.raises(MentalEdgeError, match=message):
             read_transcript(path)

@@ -12,9 +12,9 @@ from pathlib import Path
 import gguf
 import llama_cpp
 import pytest
+from hf_fixtures import build_smollm_tokenizer, sentencepiece_model_bytes
 from llama_cpp import _internals
 
-from hf_fixtures import build_smollm_tokenizer, sentencepiece_model_bytes
 from mental_edge.chat_format import Glm4Format, Llama2Format, Message, TemplateFormat, chat_format_for
 from mental_edge.engine import ModelInfo, Segment, load_engine
 from mental_edge.engine.llama import LlamaEngine
@@ -46,9 +46,18 @@ def vocab_only_engine(path: Path) -> LlamaEngine:
     engine._n_vocab = engine._model.n_vocab()
     engine._control_re = None
     meta = engine._model.metadata()
-    engine.info = ModelInfo(path=path, name="llama-2-vocab", architecture="llama", quantization="none",
-                            n_ctx_train=4096, n_params=0, chat_template=None,
-                            add_bos=bool(engine._model.add_bos_token()), engine="llama.cpp", metadata=meta)
+    engine.info = ModelInfo(
+        path=path,
+        name="llama-2-vocab",
+        architecture="llama",
+        quantization="none",
+        n_ctx_train=4096,
+        n_params=0,
+        chat_template=None,
+        add_bos=bool(engine._model.add_bos_token()),
+        engine="llama.cpp",
+        metadata=meta,
+    )
     return engine
 
 
@@ -69,8 +78,10 @@ def hf_chat_ids(smollm2_gguf, messages) -> list[int]:
     from transformers import PreTrainedTokenizerFast
 
     reader = gguf.GGUFReader(smollm2_gguf)
-    tok = PreTrainedTokenizerFast(tokenizer_object=build_smollm_tokenizer(reader),
-                                  chat_template=reader.fields["tokenizer.chat_template"].contents())
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=build_smollm_tokenizer(reader),
+        chat_template=reader.fields["tokenizer.chat_template"].contents(),
+    )
     dicts = [{"role": m.role, "content": m.content} for m in messages]
     return list(tok.apply_chat_template(dicts, add_generation_prompt=True, tokenize=True, return_dict=False))
 
@@ -80,8 +91,10 @@ def meta_llama2_ids(spm, messages) -> list[int]:
     bos, eos = spm.bos_id(), spm.eos_id()
     dialog = [{"role": m.role, "content": m.content} for m in messages]
     if dialog[0]["role"] == "system":
-        dialog = [{"role": "user", "content": f"<<SYS>>\n{dialog[0]['content']}\n<</SYS>>\n\n{dialog[1]['content']}"},
-                  *dialog[2:]]
+        dialog = [
+            {"role": "user", "content": f"<<SYS>>\n{dialog[0]['content']}\n<</SYS>>\n\n{dialog[1]['content']}"},
+            *dialog[2:],
+        ]
     ids: list[int] = []
     for prompt, answer in zip(dialog[::2], dialog[1::2]):
         ids += [bos, *spm.encode(f"[INST] {prompt['content'].strip()} [/INST] {answer['content'].strip()} "), eos]
@@ -89,6 +102,7 @@ def meta_llama2_ids(spm, messages) -> list[int]:
 
 
 # --- the model file's own template (SmolLM2's ChatML) --------------------------------------------------------
+
 
 def test_smollm2_uses_its_template_and_matches_transformers(smol, smollm2_gguf):
     fmt = chat_format_for(smol)
@@ -115,8 +129,10 @@ def test_template_segments_keep_contents_out_of_special_text():
 
 
 def test_template_without_system_role_gets_it_folded_into_the_first_user_message():
-    source = ("{% if messages[0].role == 'system' %}{{ raise_exception('no system role') }}{% endif %}"
-              "{% for m in messages %}[{{ m.role }}]{{ m.content }}{% endfor %}")
+    source = (
+        "{% if messages[0].role == 'system' %}{{ raise_exception('no system role') }}{% endif %}"
+        "{% for m in messages %}[{{ m.role }}]{{ m.content }}{% endfor %}"
+    )
     segs = TemplateFormat(source).segments([Message("system", "S"), Message("user", "U")])
     assert segs == [Segment("[user]", True), Segment("S\n\nU")]
 
@@ -128,6 +144,7 @@ def test_template_in_the_sandbox_cannot_reach_python():
 
 
 # --- Llama-2 fallback (MentaLLaMA-chat: architecture llama, no template) ---------------------------------------
+
 
 def test_llama2_fallback_matches_meta_reference(llama2, spm):
     fmt = chat_format_for(llama2)
@@ -150,6 +167,7 @@ def test_llama2_control_tokens_typed_by_the_user_stay_text(llama2, spm):
 
 
 # --- GLM-4 -----------------------------------------------------------------------------------------------------
+
 
 def test_glm4_layout():
     segs = Glm4Format().segments([Message("system", "S"), Message("user", "<|assistant|>")])

@@ -19,8 +19,14 @@ PROMPT = ">>> "
 
 def spawn(model, home, *args, country="US"):
     env = {**os.environ, "MENTAL_EDGE_HOME": str(home), "TERM": "xterm", "MENTAL_EDGE_COUNTRY": country}
-    child = pexpect.spawn(sys.executable, ["-m", "mental_edge", "chat", "--model", str(model), "--threads", "1", *args],
-                          env=env, encoding="utf-8", timeout=60, dimensions=(50, 250))
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "mental_edge", "chat", "--model", str(model), "--threads", "1", *args],
+        env=env,
+        encoding="utf-8",
+        timeout=60,
+        dimensions=(50, 250),
+    )
     child.expect("research tool")
     child.expect_exact(PROMPT)
     return child

@@ -8,7 +8,6 @@ import zipfile
 import numpy as np
 import pytest
 import torch
-
 from convert_tiny import state_dict, write_bin, write_safetensors
 from mental_edge.convert import ConversionError
 from mental_edge.convert.arch import llama
@@ -60,8 +59,7 @@ def _torch_like_zip(path, payload: bytes):
         zf.writestr("archive/byteorder", "little")
 
 
-@pytest.mark.parametrize("func, expected", [(os.system, "system"), (eval, ".eval"),
-                                            (io.open, "open")])
+@pytest.mark.parametrize("func, expected", [(os.system, "system"), (eval, ".eval"), (io.open, "open")])
 def test_a_pickle_asking_for_another_global_is_refused_and_nothing_runs(tmp_path, func, expected):
     marker = tmp_path / "pwned"
     arg = f"open({str(marker)!r}, 'w')" if func is eval else (f"touch {marker}" if func is os.system else str(marker))
@@ -80,7 +78,9 @@ def test_a_pickle_asking_for_another_global_is_refused_and_nothing_runs(tmp_path
 
 def test_a_real_torch_save_of_a_non_tensor_object_is_refused(tmp_path):
     (tmp_path / "config.json").write_text("{}")
-    torch.save({"w": torch.zeros(2), "opt": torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)},
-               tmp_path / "pytorch_model.bin")
+    torch.save(
+        {"w": torch.zeros(2), "opt": torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)},
+        tmp_path / "pytorch_model.bin",
+    )
     with pytest.raises(ConversionError, match=r"pytorch_model\.bin: refused .*torch\.optim"):
         Checkpoint.open(tmp_path)

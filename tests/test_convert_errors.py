@@ -7,10 +7,10 @@ import os
 import pytest
 import torch
 from click.testing import CliRunner
-
 from convert_tiny import CONFIG, state_dict, write_bin, write_safetensors
-from mental_edge.cli import main
 from mental_edge.convert import ConversionError, convert_checkpoint
+
+from mental_edge.cli import main
 
 
 def _cli_error(*args) -> str:
@@ -65,7 +65,11 @@ def make_index_naming_a_missing_shard(tmp_path):
 
 def make_shape_disagreeing_with_config(tmp_path):
     folder = write_safetensors(tmp_path / "m", state_dict(), config=_bad_config(intermediate_size=80))
-    return folder, "model.safetensors: tensor model.layers.0.mlp.down_proj.weight has shape [64, 96], config.json implies [64, 80]"
+    return (
+        folder,
+        "model.safetensors: tensor model.layers.0.mlp.down_proj.weight has shape [64, 96], "
+        "config.json implies [64, 80]",
+    )
 
 
 def make_missing_tensor(tmp_path):
@@ -89,9 +93,18 @@ def make_non_float_weights(tmp_path):
     return write_safetensors(tmp_path / "m", sd), "tensor model.norm.weight has dtype I32"
 
 
-CASES = [make_missing_config, make_no_weights, make_truncated_safetensors_shard, make_truncated_bin_shard,
-         make_index_naming_a_missing_shard, make_shape_disagreeing_with_config, make_missing_tensor,
-         make_unknown_architecture, make_missing_tokenizer, make_non_float_weights]
+CASES = [
+    make_missing_config,
+    make_no_weights,
+    make_truncated_safetensors_shard,
+    make_truncated_bin_shard,
+    make_index_naming_a_missing_shard,
+    make_shape_disagreeing_with_config,
+    make_missing_tensor,
+    make_unknown_architecture,
+    make_missing_tokenizer,
+    make_non_float_weights,
+]
 
 
 @pytest.mark.parametrize("make", CASES, ids=lambda f: f.__name__.removeprefix("make_"))
@@ -127,8 +140,9 @@ def test_quantize_errors_are_one_line(tmp_path, smollm2_gguf):
     assert "SmolLM2-135M-Instruct.Q4_1.gguf: llama.cpp could not quantize it to Q4_K_M: requantizing" in line
     not_gguf = tmp_path / "not.gguf"
     not_gguf.write_bytes(b"GGUF but not really")
-    assert "not.gguf: llama.cpp could not quantize it" in _cli_error("quantize", not_gguf, "-o", tmp_path / "q.gguf",
-                                                                      "--type", "Q8_0")
+    assert "not.gguf: llama.cpp could not quantize it" in _cli_error(
+        "quantize", not_gguf, "-o", tmp_path / "q.gguf", "--type", "Q8_0"
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["not.gguf"]
 
 
@@ -157,8 +171,9 @@ def test_an_interrupted_conversion_with_quant_leaves_no_intermediate(tmp_path, s
 def test_a_source_that_is_neither_a_folder_nor_a_hub_id(tmp_path):
     assert "no such checkpoint folder" in _cli_error("convert", tmp_path / "nowhere", "-o", tmp_path / "x.gguf")
     (tmp_path / "file.bin").write_bytes(b"x")
-    assert "file.bin: no such checkpoint folder" in _cli_error("convert", tmp_path / "file.bin", "-o",
-                                                               tmp_path / "x.gguf")
+    assert "file.bin: no such checkpoint folder" in _cli_error(
+        "convert", tmp_path / "file.bin", "-o", tmp_path / "x.gguf"
+    )
 
 
 def test_a_hub_id_offline_gives_one_line(tmp_path):

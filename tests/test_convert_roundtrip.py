@@ -104,8 +104,10 @@ def test_converted_f16_matches_transformers_on_imhi_prompts(converted_f16, refer
 
     q41 = llama_logits(smollm2_gguf, ids)
     same, total, worst = agreement(ref_logits, q41)
-    print(f"original Q4_1 file vs transformers fp32: top-1 {same}/{total} ({same / total:.1%}), "
-          f"worst top-5 logit diff {worst:.3f} (reported, not asserted)")
+    print(
+        f"original Q4_1 file vs transformers fp32: top-1 {same}/{total} ({same / total:.1%}), "
+        f"worst top-5 logit diff {worst:.3f} (reported, not asserted)"
+    )
 
 
 def test_quantize_q8_0_and_q4_k_m_of_the_round_tripped_model(converted_f16, tmp_path):
@@ -130,13 +132,17 @@ def test_outtypes_and_metadata(smollm2_hf_checkpoint, tmp_path, outtype, weight_
     1-D tensors stay F32, the tied output matrix is not duplicated, and source and revision are recorded."""
     from gguf import GGUFReader
     from gguf.quants import dequantize
-    from safetensors.torch import load_file as load_torch  # bf16 is not a numpy type
-
     from mental_edge.convert import convert_checkpoint
     from mental_edge.convert.arch.llama import permute
+    from safetensors.torch import load_file as load_torch  # bf16 is not a numpy type
 
-    out = convert_checkpoint(smollm2_hf_checkpoint, tmp_path / "m.gguf", outtype=outtype,
-                             source="HuggingFaceTB/SmolLM2-135M-Instruct", revision="0123abc")
+    out = convert_checkpoint(
+        smollm2_hf_checkpoint,
+        tmp_path / "m.gguf",
+        outtype=outtype,
+        source="HuggingFaceTB/SmolLM2-135M-Instruct",
+        revision="0123abc",
+    )
     reader = GGUFReader(out)
     field = lambda key: reader.fields[key].contents()  # noqa: E731
     assert field("general.name") == "SmolLM2-135M-Instruct"
@@ -151,10 +157,12 @@ def test_outtypes_and_metadata(smollm2_hf_checkpoint, tmp_path, outtype, weight_
     tensors = {t.name: t for t in reader.tensors}
     assert "output.weight" not in tensors and len(tensors) == 272
     source = {k: v.float().numpy() for k, v in load_torch(smollm2_hf_checkpoint / "model.safetensors").items()}
-    checks = {"token_embd.weight": source["model.embed_tokens.weight"],
-              "blk.7.attn_norm.weight": source["model.layers.7.input_layernorm.weight"],
-              "blk.7.attn_k.weight": permute(source["model.layers.7.self_attn.k_proj.weight"], 3),
-              "blk.7.ffn_down.weight": source["model.layers.7.mlp.down_proj.weight"]}
+    checks = {
+        "token_embd.weight": source["model.embed_tokens.weight"],
+        "blk.7.attn_norm.weight": source["model.layers.7.input_layernorm.weight"],
+        "blk.7.attn_k.weight": permute(source["model.layers.7.self_attn.k_proj.weight"], 3),
+        "blk.7.ffn_down.weight": source["model.layers.7.mlp.down_proj.weight"],
+    }
     for name, expected in checks.items():
         t = tensors[name]
         assert t.tensor_type.name == ("F32" if expected.ndim == 1 else weight_type), name

@@ -4,8 +4,8 @@ import json
 
 import llama_cpp
 from click.testing import CliRunner
-
 from gguf_tiny import write_tiny_gguf
+
 from mental_edge import store
 from mental_edge.cli import main
 from mental_edge.doctor import backends

@@ -8,7 +8,10 @@ from mental_edge.engine import Sampling, Segment, load_engine
 from mental_edge.engine.llama import CPU_VALUE_TYPE, ContextOverflow
 from mental_edge.errors import MentalEdgeError
 
-QUERY = 'Consider this post: "I cannot sleep and nothing matters anymore." Question: Does the poster suffer from depression?'
+QUERY = (
+    'Consider this post: "I cannot sleep and nothing matters anymore." '
+    "Question: Does the poster suffer from depression?"
+)
 ANSWERS = [" Yes, the poster suffers from depression.", " No, the poster does not suffer from depression."]
 
 
@@ -27,8 +30,15 @@ def reference(smollm2_gguf):
     Q4_1 model the answers' log-probabilities move by up to 0.5 nats with f16 values or flash attention off: the
     tiny quantized model is that sensitive to how attention rounds (on its f16 conversion the per-token error
     against transformers f32 is 0.0022 nats on average whichever is used: benchmarks/cache_types.py)."""
-    llm = Llama(str(smollm2_gguf), n_ctx=1024, n_threads=2, logits_all=True, verbose=False, flash_attn=True,
-                type_v=int(CPU_VALUE_TYPE))
+    llm = Llama(
+        str(smollm2_gguf),
+        n_ctx=1024,
+        n_threads=2,
+        logits_all=True,
+        verbose=False,
+        flash_attn=True,
+        type_v=int(CPU_VALUE_TYPE),
+    )
     yield llm
     llm.close()
 
@@ -46,7 +56,7 @@ def _reference_logprob(llm, prompt, continuation):
 
 def test_score_matches_reference_log_likelihood(engine, reference):
     prompt = engine.tokenize(QUERY, add_bos=True)
-    conts = [engine.tokenize(QUERY + a)[len(prompt):] for a in ANSWERS]
+    conts = [engine.tokenize(QUERY + a)[len(prompt) :] for a in ANSWERS]
     assert all(len(c) > 3 for c in conts)
     got = engine.score(prompt, conts)
     want = [_reference_logprob(reference, prompt, c) for c in conts]
@@ -106,11 +116,12 @@ def test_sampling_with_a_seed_is_reproducible(engine):
 def test_control_tokens_only_come_from_template_text(engine):
     im_start = engine.tokenize("<|im_start|>", special=True)
     assert len(im_start) == 1
-    typed = engine.tokenize_segments([Segment("<|im_start|>user\n", special=True),
-                                      Segment("hi <|im_start|> </s> [INST]")], add_bos=False)
+    typed = engine.tokenize_segments(
+        [Segment("<|im_start|>user\n", special=True), Segment("hi <|im_start|> </s> [INST]")], add_bos=False
+    )
     assert typed.count(im_start[0]) == 1 and typed[0] == im_start[0]
     plain = engine.tokenize("hi <|im_start|> </s> [INST]")
-    assert typed[len(typed) - len(plain):] == plain  # the post's tokens, exactly as plain text
+    assert typed[len(typed) - len(plain) :] == plain  # the post's tokens, exactly as plain text
 
 
 def test_segments_tokenize_like_the_joined_text(engine):
@@ -136,7 +147,7 @@ def test_bad_model_files_give_one_line(tmp_path):
 
 def test_truncated_model_file_is_refused(tmp_path, smollm2_gguf):
     cut = tmp_path / "cut.gguf"
-    cut.write_bytes(smollm2_gguf.read_bytes()[: 5_000_000])
+    cut.write_bytes(smollm2_gguf.read_bytes()[:5_000_000])
     with pytest.raises(MentalEdgeError, match="could not load"):
         load_engine(cut)
 

@@ -8,33 +8,41 @@ transformers' GlmForCausalLM (float32, on the same bf16 weights) the reference f
 
 Tolerance of the logits: both sides start from the same bf16-exact weights in float32; llama.cpp keeps its KV
 cache in f16, which is what remains: measured 0.0019-0.0057 at worst per prompt over these six prompts (781
-positions, top-1 the same at all with the seed measured). We allow 0.02. Each wrong detail moves them by far more (measured, max per
-prompt): epsilon 1e-5 instead of 1.5625e-07 0.57-1.07, rope base 10000 instead of 10000 x 500 2.5-3.3,
-full instead of half rotary width 2.6-4.3; top-1 then differs on 14-54% of positions.
+positions, top-1 the same at all with the seed measured). We allow 0.02. Each wrong detail moves them by far
+more (measured, max per prompt): epsilon 1e-5 instead of 1.5625e-07 0.57-1.07, rope base 10000 instead of
+10000 x 500 2.5-3.3, full instead of half rotary width 2.6-4.3; top-1 then differs on 14-54% of positions.
 """
 
 import csv
 import json
 
 import gguf
+import glm_tiny
 import jinja2
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
-import glm_tiny
-from test_convert_roundtrip import llama_logits
-from mental_edge.cli import main
 from mental_edge.convert import convert_checkpoint
 from mental_edge.convert.arch.chatglm import Hparams
 from mental_edge.convert.bpe_pre_hashes import CHECK_TEXT
 from mental_edge.convert.errors import ConversionError
 from mental_edge.convert.vocab import load_vocab
+from test_convert_roundtrip import llama_logits
+
+from mental_edge.cli import main
 from mental_edge.engine import Segment, load_engine
 
 TOL = 0.02
-EDGE_TEXTS = [CHECK_TEXT, "  leading spaces\n\n\ttabs   and trailing  ", "I'M FINE. You'RE not!!! 12345678 3.14",
-              "混合 text 和中文，还有 emoji 😶‍🌫️ and digits ２０２４ 年", "\r\n\r\n", "a", "", "   "]
+EDGE_TEXTS = [
+    CHECK_TEXT,
+    "  leading spaces\n\n\ttabs   and trailing  ",
+    "I'M FINE. You'RE not!!! 12345678 3.14",
+    "混合 text 和中文，还有 emoji 😶‍🌫️ and digits ２０２４ 年",
+    "\r\n\r\n",
+    "a",
+    "",
+    "   ",
+]
 TYPED_CONTROLS = "I typed <|user|> and [gMASK]<sop> here, then <|endoftext|><|observation|> too."
 
 
@@ -48,7 +56,10 @@ def imhi_texts(imhi_dir, per_task=25):
 
 @pytest.fixture(scope="module")
 def vocab(imhi_dir):
-    """(ranks, merges) trained on every other IMHI post (the tokenization test also reads unseen ones) and Chinese text."""
+    """(ranks, merges) trained on every other IMHI post and Chinese text.
+
+    The tokenization test also reads unseen ones.
+    """
     texts = imhi_texts(imhi_dir, per_task=60)[::2] + list(glm_tiny.CHINESE_TEXTS) * 3
     return glm_tiny.train_ranks(texts, 700)
 
@@ -64,15 +75,19 @@ def checkpoints(vocab, tmp_path_factory):
     config = glm_tiny.glm_config(ranks)
     sd = glm_tiny.native_state_dict(config)
     root = tmp_path_factory.mktemp("glm")
-    return {"native": glm_tiny.write_native(root / "native", sd, config, ranks, merges),
-            "remote": glm_tiny.write_remote(root / "remote", sd, config, ranks)}
+    return {
+        "native": glm_tiny.write_native(root / "native", sd, config, ranks, merges),
+        "remote": glm_tiny.write_remote(root / "remote", sd, config, ranks),
+    }
 
 
 @pytest.fixture(scope="module")
 def ggufs(checkpoints, tmp_path_factory):
     out = tmp_path_factory.mktemp("glm-gguf")
-    return {layout: convert_checkpoint(folder, out / f"{layout}.gguf", outtype="f32")
-            for layout, folder in checkpoints.items()}
+    return {
+        layout: convert_checkpoint(folder, out / f"{layout}.gguf", outtype="f32")
+        for layout, folder in checkpoints.items()
+    }
 
 
 def fields(path) -> dict:
@@ -82,17 +97,26 @@ def fields(path) -> dict:
 
 # --- metadata and vocabulary ----------------------------------------------------------------------------------
 
+
 def test_glm_metadata_is_the_same_from_either_layout(ggufs, vocab):
     ranks = vocab[0]
     ids = glm_tiny.special_ids(ranks)
     native, remote = fields(ggufs["native"]), fields(ggufs["remote"])
     expected = {
-        "general.architecture": "chatglm", "chatglm.context_length": 8192, "chatglm.embedding_length": 64,
-        "chatglm.feed_forward_length": 96, "chatglm.block_count": 2, "chatglm.attention.head_count": 4,
-        "chatglm.attention.head_count_kv": 2, "chatglm.rope.dimension_count": 8,  # half of head_dim 16
+        "general.architecture": "chatglm",
+        "chatglm.context_length": 8192,
+        "chatglm.embedding_length": 64,
+        "chatglm.feed_forward_length": 96,
+        "chatglm.block_count": 2,
+        "chatglm.attention.head_count": 4,
+        "chatglm.attention.head_count_kv": 2,
+        "chatglm.rope.dimension_count": 8,  # half of head_dim 16
         "chatglm.vocab_size": glm_tiny.padded_vocab(ranks),
-        "tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": "chatglm-bpe", "tokenizer.ggml.add_bos_token": False,
-        "tokenizer.ggml.eos_token_id": ids["<|endoftext|>"], "tokenizer.ggml.eot_token_id": ids["<|user|>"],
+        "tokenizer.ggml.model": "gpt2",
+        "tokenizer.ggml.pre": "chatglm-bpe",
+        "tokenizer.ggml.add_bos_token": False,
+        "tokenizer.ggml.eos_token_id": ids["<|endoftext|>"],
+        "tokenizer.ggml.eot_token_id": ids["<|user|>"],
         "tokenizer.ggml.eom_token_id": ids["<|observation|>"],
         "tokenizer.chat_template": glm_tiny.CHAT_TEMPLATE,
     }
@@ -105,40 +129,75 @@ def test_glm_metadata_is_the_same_from_either_layout(ggufs, vocab):
         assert native[key] == remote[key]
 
 
-NATIVE = dict(architectures=["GlmForCausalLM"], num_hidden_layers=3, hidden_size=96, intermediate_size=200,
-              num_attention_heads=6, num_key_value_heads=2, head_dim=32, vocab_size=512,
-              max_position_embeddings=32768, rms_norm_eps=1e-6)
+NATIVE = dict(
+    architectures=["GlmForCausalLM"],
+    num_hidden_layers=3,
+    hidden_size=96,
+    intermediate_size=200,
+    num_attention_heads=6,
+    num_key_value_heads=2,
+    head_dim=32,
+    vocab_size=512,
+    max_position_embeddings=32768,
+    rms_norm_eps=1e-6,
+)
 
 
-@pytest.mark.parametrize("extra, rope_base, rope_dim", [
-    ({"rope_theta": 250000.0, "partial_rotary_factor": 0.5}, 250000.0, 16),        # transformers 4.x keys
-    ({"rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "partial_rotary_factor": 0.25}}, 1e6, 8),
-    ({}, 10000.0, 16),                                                              # GlmConfig's defaults
-])
+@pytest.mark.parametrize(
+    "extra, rope_base, rope_dim",
+    [
+        ({"rope_theta": 250000.0, "partial_rotary_factor": 0.5}, 250000.0, 16),  # transformers 4.x keys
+        ({"rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "partial_rotary_factor": 0.25}}, 1e6, 8),
+        ({}, 10000.0, 16),  # GlmConfig's defaults
+    ],
+)
 def test_glm_hf_native_keys_are_read_on_their_own(extra, rope_base, rope_dim):
     """llama.cpp's converter ignores these keys; ours reads each (values unlike GLM-4's so none is assumed)."""
     hp = Hparams.from_config({**NATIVE, **extra})
-    assert (hp.remote, hp.n_layer, hp.n_embd, hp.n_ff, hp.n_head, hp.n_head_kv, hp.head_dim) == \
-        (False, 3, 96, 200, 6, 2, 32)
+    assert (hp.remote, hp.n_layer, hp.n_embd, hp.n_ff, hp.n_head, hp.n_head_kv, hp.head_dim) == (
+        False,
+        3,
+        96,
+        200,
+        6,
+        2,
+        32,
+    )
     assert (hp.n_vocab, hp.n_ctx, hp.eps, hp.rope_base, hp.rope_dim) == (512, 32768, 1e-6, rope_base, rope_dim)
 
 
 def test_glm_remote_code_keys():
-    hp = Hparams.from_config({"architectures": ["ChatGLMModel"], "model_type": "chatglm", "num_layers": 40,
-                              "padded_vocab_size": 151552, "hidden_size": 4096, "ffn_hidden_size": 13696,
-                              "kv_channels": 128, "num_attention_heads": 32, "seq_length": 131072,
-                              "layernorm_epsilon": 1.5625e-07, "multi_query_attention": True,
-                              "multi_query_group_num": 2, "rope_ratio": 500, "add_qkv_bias": True})
+    hp = Hparams.from_config(
+        {
+            "architectures": ["ChatGLMModel"],
+            "model_type": "chatglm",
+            "num_layers": 40,
+            "padded_vocab_size": 151552,
+            "hidden_size": 4096,
+            "ffn_hidden_size": 13696,
+            "kv_channels": 128,
+            "num_attention_heads": 32,
+            "seq_length": 131072,
+            "layernorm_epsilon": 1.5625e-07,
+            "multi_query_attention": True,
+            "multi_query_group_num": 2,
+            "rope_ratio": 500,
+            "add_qkv_bias": True,
+        }
+    )
     assert (hp.remote, hp.n_layer, hp.n_vocab, hp.n_ff, hp.n_head_kv, hp.n_ctx) == (True, 40, 151552, 13696, 2, 131072)
     assert (hp.rope_base, hp.rope_dim, hp.eps) == (5e6, 64, 1.5625e-07)
 
 
-@pytest.mark.parametrize("config, message", [
-    ({**NATIVE, "partial_rotary_factor": 0.3}, "partial_rotary_factor 0.3"),
-    ({**NATIVE, "rope_scaling": {"rope_type": "yarn", "factor": 4.0}}, "rope scaling 'yarn'"),
-    ({"model_type": "chatglm", "num_layers": 2, "add_bias_linear": True}, "add_bias_linear = True"),
-    ({"model_type": "chatglm", "num_layers": 2, "hidden_size": 64}, "missing field num_attention_heads"),
-])
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ({**NATIVE, "partial_rotary_factor": 0.3}, "partial_rotary_factor 0.3"),
+        ({**NATIVE, "rope_scaling": {"rope_type": "yarn", "factor": 4.0}}, "rope scaling 'yarn'"),
+        ({"model_type": "chatglm", "num_layers": 2, "add_bias_linear": True}, "add_bias_linear = True"),
+        ({"model_type": "chatglm", "num_layers": 2, "hidden_size": 64}, "missing field num_attention_heads"),
+    ],
+)
 def test_glm_unsupported_configs_are_one_line(config, message):
     with pytest.raises(ConversionError, match="config.json: .*" + message.replace("(", r"\(")) as err:
         Hparams.from_config(config)
@@ -153,18 +212,21 @@ def test_glm_merges_rebuilt_from_ranks_equal_the_trained_ones(checkpoints, vocab
     assert from_ranks.tokens == from_json.tokens
     ids = glm_tiny.special_ids(ranks)
     assert all(from_ranks.token_types[i] == gguf.TokenType.CONTROL for i in ids.values())
-    assert all(t == gguf.TokenType.UNUSED for t in from_ranks.token_types[max(ids.values()) + 1:])
+    assert all(t == gguf.TokenType.UNUSED for t in from_ranks.token_types[max(ids.values()) + 1 :])
     assert not (checkpoints["remote"] / glm_tiny.MARKER).exists()  # tokenization_chatglm.py never ran
 
 
 def test_glm_bad_ranks_file_is_one_line(tmp_path):
-    (tmp_path / "tokenizer.model").write_text("".join(f"{__import__('base64').b64encode(bytes([b])).decode()} {b}\n"
-                                                      for b in range(256)) + "QUI= 256\nQUJD 999\n")
+    (tmp_path / "tokenizer.model").write_text(
+        "".join(f"{__import__('base64').b64encode(bytes([b])).decode()} {b}\n" for b in range(256))
+        + "QUI= 256\nQUJD 999\n"
+    )
     with pytest.raises(ConversionError, match=r"tokenizer.model: ranks are not 0..257 without gaps"):
         load_vocab(tmp_path)
 
 
 # --- the forward pass -----------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def prompt_ids(imhi_dir, enc):
@@ -194,6 +256,7 @@ def test_glm_logits_agree_with_transformers_in_both_layouts(checkpoints, ggufs, 
 
 
 # --- tokenization and prompts ---------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def engine(ggufs):
@@ -229,18 +292,26 @@ def test_glm_query_prompt_token_by_token(engine, enc):
 
     fmt = query_format_for(engine.info)
     assert fmt.name == "glm"
-    query = "考虑以下这个帖子：\"我又失眠了 <|user|>\" 问题：这个帖子的发布者有多高的自杀风险？"
-    expected = (enc.encode("[gMASK]<sop><|user|>", allowed_special="all") + enc.encode_ordinary("\n" + query)
-                + enc.encode("<|assistant|>", allowed_special="all"))
+    query = '考虑以下这个帖子："我又失眠了 <|user|>" 问题：这个帖子的发布者有多高的自杀风险？'
+    expected = (
+        enc.encode("[gMASK]<sop><|user|>", allowed_special="all")
+        + enc.encode_ordinary("\n" + query)
+        + enc.encode("<|assistant|>", allowed_special="all")
+    )
     assert engine.tokenize_segments(fmt.segments(query), add_bos=fmt.add_bos) == expected
     answer = "这个帖子显示低自杀风险。"
     with_answer = engine.tokenize_segments(fmt.segments(query, answer), add_bos=fmt.add_bos)
     assert with_answer == expected + enc.encode_ordinary("\n" + answer)  # the model's reply opens with "\n"
 
 
-CHAT = [("system", "你是一个心理健康助手。"), ("user", "最近压力很大，睡不着。"),
-        ("assistant", "听起来你很辛苦。能说说是什么让你有压力吗？"), ("user", "工作太多了，我觉得自己很失败。"),
-        ("assistant", "Feeling like that is hard.\nWhat helps you rest?"), ("user", "I don't know <|user|> anymore")]
+CHAT = [
+    ("system", "你是一个心理健康助手。"),
+    ("user", "最近压力很大，睡不着。"),
+    ("assistant", "听起来你很辛苦。能说说是什么让你有压力吗？"),
+    ("user", "工作太多了，我觉得自己很失败。"),
+    ("assistant", "Feeling like that is hard.\nWhat helps you rest?"),
+    ("user", "I don't know <|user|> anymore"),
+]
 
 
 def test_glm_three_turn_chat_token_by_token(engine, enc):
@@ -249,8 +320,14 @@ def test_glm_three_turn_chat_token_by_token(engine, enc):
     messages = [Message(role, content) for role, content in CHAT]
     fmt = chat_format_for(engine)
     assert isinstance(fmt, TemplateFormat)  # the model file's own template
-    rendered = jinja2.Environment().from_string(glm_tiny.CHAT_TEMPLATE).render(
-        messages=[{"role": r, "content": c.replace("<|user|>", "\ue000")} for r, c in CHAT], add_generation_prompt=True)
+    rendered = (
+        jinja2.Environment()
+        .from_string(glm_tiny.CHAT_TEMPLATE)
+        .render(
+            messages=[{"role": r, "content": c.replace("<|user|>", "\ue000")} for r, c in CHAT],
+            add_generation_prompt=True,
+        )
+    )
     expected = reference_tokens(enc, rendered)
     assert enc.encode("<|user|>", allowed_special="all")[0] in expected
     assert fmt.tokens(engine, messages) == expected
@@ -267,7 +344,7 @@ def reference_tokens(enc, text: str) -> list[int]:
     controls = re.compile("|".join(map(re.escape, glm_tiny.SPECIALS)))
     tokens, pos = [], 0
     for m in controls.finditer(text):
-        tokens += enc.encode_ordinary(text[pos:m.start()].replace("\ue000", "<|user|>"))
+        tokens += enc.encode_ordinary(text[pos : m.start()].replace("\ue000", "<|user|>"))
         tokens += enc.encode(m.group(), allowed_special="all")
         pos = m.end()
     return tokens + enc.encode_ordinary(text[pos:].replace("\ue000", "<|user|>"))
@@ -275,13 +352,15 @@ def reference_tokens(enc, text: str) -> list[int]:
 
 # --- GLM-4's feed-forward width through Q4_K_M, then the analysis runtime ----------------------------------------
 
+
 @pytest.fixture(scope="module")
 def wide_ffn_checkpoint(vocab, tmp_path_factory):
     """GLM-4-9B's feed-forward width 13696 (not a multiple of 256), small otherwise: hidden 256, 2 layers."""
     ranks, _ = vocab
     config = glm_tiny.glm_config(ranks, hidden=256, ffn=13696, layers=2)
-    return glm_tiny.write_remote(tmp_path_factory.mktemp("glm-13696"), glm_tiny.native_state_dict(config),
-                                 config, ranks)
+    return glm_tiny.write_remote(
+        tmp_path_factory.mktemp("glm-13696"), glm_tiny.native_state_dict(config), config, ranks
+    )
 
 
 def test_glm_ffn_13696_quantizes_to_q4_k_m_and_analyzes_a_chinese_post(wide_ffn_checkpoint, tmp_path):
@@ -301,8 +380,25 @@ def test_glm_ffn_13696_quantizes_to_q4_k_m_and_analyzes_a_chinese_post(wide_ffn_
 
     records = tmp_path / "records.jsonl"
     post = "我最近总是失眠，觉得活着没有意义。"
-    result = CliRunner().invoke(main, ["analyze", post, "--task", "suicide-risk", "-m", str(out), "-o", str(records),
-                                       "--max-tokens", "8", "--ctx", "512", "--threads", "2"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "analyze",
+            post,
+            "--task",
+            "suicide-risk",
+            "-m",
+            str(out),
+            "-o",
+            str(records),
+            "--max-tokens",
+            "8",
+            "--ctx",
+            "512",
+            "--threads",
+            "2",
+        ],
+    )
     assert result.exit_code == 0, result.output
     (record,) = [json.loads(line) for line in records.read_text(encoding="utf-8").splitlines()]
     assert record["task"] == "suicide-risk" and record["label"] in ("低自杀风险", "高自杀风险")
@@ -312,7 +408,10 @@ def test_glm_ffn_13696_quantizes_to_q4_k_m_and_analyzes_a_chinese_post(wide_ffn_
 
 # --- pull with the short names ----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("short, repo_id", [("mentalglm", "zwzzz/MentalGLM"), ("mentalglm-chat", "zwzzz/MentalGLM-chat")])
+
+@pytest.mark.parametrize(
+    "short, repo_id", [("mentalglm", "zwzzz/MentalGLM"), ("mentalglm-chat", "zwzzz/MentalGLM-chat")]
+)
 def test_glm_pull_short_names_convert_the_remote_code_layout(short, repo_id, checkpoints, monkeypatch):
     """`pull mentalglm(-chat)` against a stand-in hub holding the tiny remote-code checkpoint: the ranks file
     and configs are fetched, the checkpoint's Python files are not, and the model lands as chatglm Q4_K_M."""
@@ -330,4 +429,7 @@ def test_glm_pull_short_names_convert_the_remote_code_layout(short, repo_id, che
     entry = store.find_model(short)
     assert (entry.name, entry.architecture, entry.quant) == (f"{short}-q4_k_m", "chatglm", "Q4_K_M")
     meta = fields(store.resolve_model(short))
-    assert (meta["tokenizer.ggml.pre"], meta["general.source.url"]) == ("chatglm-bpe", f"https://huggingface.co/{repo_id}")
+    assert (meta["tokenizer.ggml.pre"], meta["general.source.url"]) == (
+        "chatglm-bpe",
+        f"https://huggingface.co/{repo_id}",
+    )

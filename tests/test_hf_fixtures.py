@@ -7,7 +7,6 @@ import json
 
 import numpy as np
 import pytest
-
 from test_vocab import imhi_texts, llama_tokenize
 
 
@@ -27,7 +26,8 @@ def test_hf_fixture_tokenizer_equals_llama_cpp_on_the_original(smollm2_hf_checkp
     assert not wrong, f"{len(wrong)} of {len(texts)} differ, first: {wrong[0][:200]!r}"
     chat = [{"role": "user", "content": "How are you?"}]
     assert tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True).endswith(
-        "<|im_start|>user\nHow are you?<|im_end|>\n<|im_start|>assistant\n")
+        "<|im_start|>user\nHow are you?<|im_end|>\n<|im_start|>assistant\n"
+    )
 
 
 def test_hf_fixture_model_predicts_as_llama_cpp_on_the_original(smollm2_hf_checkpoint, original, imhi_dir):
@@ -44,7 +44,7 @@ def test_hf_fixture_model_predicts_as_llama_cpp_on_the_original(smollm2_hf_check
         hf_top = model(torch.tensor([ids])).logits[0].argmax(-1).numpy()
     original.reset()
     original.eval(ids)
-    cpp_top = np.asarray(original.scores[:len(ids)]).argmax(-1)
+    cpp_top = np.asarray(original.scores[: len(ids)]).argmax(-1)
     agreement = float((hf_top == cpp_top).mean())
     print(f"top-1 agreement HF bf16 vs llama.cpp Q4_1: {agreement:.3f} over {len(ids)} positions")
     assert agreement >= 0.85, f"top-1 agreement {agreement:.3f} over {len(ids)} positions"

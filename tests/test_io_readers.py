@@ -11,8 +11,16 @@ from mental_edge.errors import MentalEdgeError
 from mental_edge.io import input_files, is_imhi_file, read_file, read_input, rows_from_stream
 
 # Rows per task, from the IMHI data's README (the published test split).
-IMHI_ROWS = {"CAMS": 625, "DR": 405, "Irf": 2113, "MultiWD": 2441, "SAD": 684, "dreaddit": 414,
-             "loneliness": 528, "t-sid": 959}
+IMHI_ROWS = {
+    "CAMS": 625,
+    "DR": 405,
+    "Irf": 2113,
+    "MultiWD": 2441,
+    "SAD": 684,
+    "dreaddit": 414,
+    "loneliness": 528,
+    "t-sid": 959,
+}
 
 
 def _reference(path):
@@ -45,7 +53,10 @@ def test_txt_one_post_per_line_blank_lines_counted(tmp_path):
     path.write_bytes(b"\xef\xbb\xbffirst post\r\n\n   \nsecond post\nthird")
     rows = list(read_file(path))
     assert [(r.id, r.text, r.row_number) for r in rows] == [
-        ("1", "first post", 1), ("4", "second post", 4), ("5", "third", 5)]
+        ("1", "first post", 1),
+        ("4", "second post", 4),
+        ("5", "third", 5),
+    ]
 
 
 def test_undecodable_bytes_flag_only_their_row(tmp_path):
@@ -58,8 +69,7 @@ def test_undecodable_bytes_flag_only_their_row(tmp_path):
 
 def test_csv_columns_ids_bom_and_embedded_newlines(tmp_path):
     path = tmp_path / "in.csv"
-    path.write_bytes('\ufeffuid,post,extra\nA7,"line one\nline two, with comma",x\nB8,,y\n'
-                     .encode("utf-8"))
+    path.write_bytes('\ufeffuid,post,extra\nA7,"line one\nline two, with comma",x\nB8,,y\n'.encode("utf-8"))
     rows = list(read_file(path, id_column="uid"))
     assert rows[0].id == "A7" and rows[0].text == "line one\nline two, with comma"
     assert rows[0].gold is None
@@ -96,9 +106,15 @@ def test_missing_text_column_is_one_line_naming_file_and_columns(tmp_path):
 
 def test_jsonl_rows_with_a_broken_line(tmp_path):
     path = tmp_path / "in.jsonl"
-    lines = [json.dumps({"id": 10, "text": "a post"}), "", '{"id": 11, "text": "cut off',
-             json.dumps([1, 2]), json.dumps({"id": 12, "text": ""}),
-             json.dumps({"id": 13, "other": "x"}), json.dumps({"id": 14, "text": "last"})]
+    lines = [
+        json.dumps({"id": 10, "text": "a post"}),
+        "",
+        '{"id": 11, "text": "cut off',
+        json.dumps([1, 2]),
+        json.dumps({"id": 12, "text": ""}),
+        json.dumps({"id": 13, "other": "x"}),
+        json.dumps({"id": 14, "text": "last"}),
+    ]
     path.write_text("\n".join(lines) + "\n")
     rows = list(read_file(path, id_column="id"))
     assert [r.row_number for r in rows] == [1, 3, 4, 5, 6, 7]
@@ -124,8 +140,9 @@ def test_jsonl_first_object_without_text_field_is_an_error(tmp_path):
         list(read_file(path))
 
 
-@pytest.mark.parametrize("name, message", [
-    ("missing.csv", "no such file"), ("posts.xlsx", "unsupported input type '.xlsx'")])
+@pytest.mark.parametrize(
+    "name, message", [("missing.csv", "no such file"), ("posts.xlsx", "unsupported input type '.xlsx'")]
+)
 def test_file_level_errors(tmp_path, name, message):
     if name.endswith(".xlsx"):
         (tmp_path / name).write_text("x")

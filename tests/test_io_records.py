@@ -17,8 +17,14 @@ from mental_edge.errors import MentalEdgeError
 from mental_edge.io import RecordWriter, atomic_write_text
 
 HELPER = Path(__file__).with_name("_write_records.py")
-RECORD = {"id": "7", "task": "DR", "label": "no", "probabilities": {"no": 0.9, "yes": 0.1},
-          "explanation": "a, \"quoted\"\nmulti-line reason", "run": {"seed": 3, "model": "m"}}
+RECORD = {
+    "id": "7",
+    "task": "DR",
+    "label": "no",
+    "probabilities": {"no": 0.9, "yes": 0.1},
+    "explanation": 'a, "quoted"\nmulti-line reason',
+    "run": {"seed": 3, "model": "m"},
+}
 
 
 def _mode(path):
@@ -45,8 +51,7 @@ def test_new_output_is_owner_only_even_with_a_loose_umask(tmp_path, suffix):
 
 def test_csv_fixed_columns_and_json_cells(tmp_path):
     path = tmp_path / "out.csv"
-    with RecordWriter(path, fields=["id", "task", "label", "probabilities", "explanation", "run",
-                                    "flag"]) as writer:
+    with RecordWriter(path, fields=["id", "task", "label", "probabilities", "explanation", "run", "flag"]) as writer:
         writer.write(RECORD)
         writer.write({"id": "8", "task": "DR", "flag": "empty"})
     rows = _read(path)
@@ -123,7 +128,7 @@ def test_truncated_last_jsonl_line_is_rewritten(tmp_path, cut):
         for n in range(3):
             writer.write({**RECORD, "id": str(n)})
     data = path.read_bytes()
-    path.write_bytes(data[:cut - 1] if cut < 0 else data[:len(data) - cut])  # the kill's half line
+    path.write_bytes(data[: cut - 1] if cut < 0 else data[: len(data) - cut])  # the kill's half line
     redone = {**RECORD, "id": "2", "explanation": "written again"}
     with RecordWriter(path, resume=True) as writer:
         assert writer.done == {("0", "DR"), ("1", "DR")}
@@ -139,7 +144,7 @@ def test_truncated_last_csv_row_is_rewritten(tmp_path, cut):
         for n in range(3):
             writer.write({**RECORD, "id": str(n)})
     data = path.read_bytes()
-    path.write_bytes(data[:len(data) - cut])
+    path.write_bytes(data[: len(data) - cut])
     redone = {**RECORD, "id": "2", "explanation": "written again"}
     with RecordWriter(path, resume=True) as writer:
         assert writer.done == {("0", "DR"), ("1", "DR")}

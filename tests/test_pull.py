@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from gguf import LlamaFileType
-
 from gguf_tiny import write_tiny_gguf
 from hub_standin import FakeRepo, HubStandIn
+
 from mental_edge import hub, store
 from mental_edge.cli import main
 from mental_edge.errors import MentalEdgeError
@@ -156,14 +156,32 @@ def test_unreachable_hub_says_what_to_do_instead(monkeypatch):
 @pytest.mark.parametrize(
     "files, expected",
     [
-        (["config.json", "model.safetensors", "pytorch_model.bin", "tokenizer.model"],
-         ["config.json", "tokenizer.model", "model.safetensors"]),
-        (["config.json", "pytorch_model-00002-of-00002.bin", "pytorch_model-00001-of-00002.bin",
-          "pytorch_model.bin.index.json", "training_args.bin", "tokenizer.model", "configuration_x.py"],
-         ["config.json", "tokenizer.model", "pytorch_model.bin.index.json",
-          "pytorch_model-00001-of-00002.bin", "pytorch_model-00002-of-00002.bin"]),
-        (["config.json", "spiece.model", "model.safetensors", "original/consolidated.00.pth", "flax_model.msgpack"],
-         ["config.json", "spiece.model", "model.safetensors"]),
+        (
+            ["config.json", "model.safetensors", "pytorch_model.bin", "tokenizer.model"],
+            ["config.json", "tokenizer.model", "model.safetensors"],
+        ),
+        (
+            [
+                "config.json",
+                "pytorch_model-00002-of-00002.bin",
+                "pytorch_model-00001-of-00002.bin",
+                "pytorch_model.bin.index.json",
+                "training_args.bin",
+                "tokenizer.model",
+                "configuration_x.py",
+            ],
+            [
+                "config.json",
+                "tokenizer.model",
+                "pytorch_model.bin.index.json",
+                "pytorch_model-00001-of-00002.bin",
+                "pytorch_model-00002-of-00002.bin",
+            ],
+        ),
+        (
+            ["config.json", "spiece.model", "model.safetensors", "original/consolidated.00.pth", "flax_model.msgpack"],
+            ["config.json", "spiece.model", "model.safetensors"],
+        ),
     ],
 )
 def test_checkpoint_file_choice(files, expected):
@@ -179,9 +197,16 @@ def test_checkpoint_without_weights_or_config_is_refused():
 
 def test_gguf_choice_by_name():
     listing = hub.RepoListing(
-        "o/r", "0" * 40,
-        ("m.Q4_K.gguf", "m.Q4_K_S.gguf", "m.Q5_K_M.gguf", "mmproj-f16.gguf", "m.f16-00001-of-00002.gguf",
-         "m.f16-00002-of-00002.gguf"),
+        "o/r",
+        "0" * 40,
+        (
+            "m.Q4_K.gguf",
+            "m.Q4_K_S.gguf",
+            "m.Q5_K_M.gguf",
+            "mmproj-f16.gguf",
+            "m.f16-00001-of-00002.gguf",
+            "m.f16-00002-of-00002.gguf",
+        ),
     )
     assert hub.choose_gguf(listing, None)[0] == ["m.Q5_K_M.gguf"]  # no Q4_K_M: next preference
     assert hub.choose_gguf(listing, "q4_k")[0] == ["m.Q4_K.gguf"]
@@ -193,21 +218,36 @@ def tiny_llama_files(smollm2_hf_checkpoint) -> dict[str, bytes]:
     from safetensors.numpy import save
 
     config = json.loads((smollm2_hf_checkpoint / "config.json").read_text())
-    config.update(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-                  num_key_value_heads=2, head_dim=16, tie_word_embeddings=True)
+    config.update(
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        tie_word_embeddings=True,
+    )
     h, ff, v, kv = 64, 96, config["vocab_size"], 32
     shapes = {"model.embed_tokens.weight": (v, h), "model.norm.weight": (h,)}
     for i in range(2):
         p = f"model.layers.{i}."
-        shapes.update({p + "input_layernorm.weight": (h,), p + "post_attention_layernorm.weight": (h,),
-                       p + "self_attn.q_proj.weight": (h, h), p + "self_attn.k_proj.weight": (kv, h),
-                       p + "self_attn.v_proj.weight": (kv, h), p + "self_attn.o_proj.weight": (h, h),
-                       p + "mlp.gate_proj.weight": (ff, h), p + "mlp.up_proj.weight": (ff, h),
-                       p + "mlp.down_proj.weight": (h, ff)})
+        shapes.update(
+            {
+                p + "input_layernorm.weight": (h,),
+                p + "post_attention_layernorm.weight": (h,),
+                p + "self_attn.q_proj.weight": (h, h),
+                p + "self_attn.k_proj.weight": (kv, h),
+                p + "self_attn.v_proj.weight": (kv, h),
+                p + "self_attn.o_proj.weight": (h, h),
+                p + "mlp.gate_proj.weight": (ff, h),
+                p + "mlp.up_proj.weight": (ff, h),
+                p + "mlp.down_proj.weight": (h, ff),
+            }
+        )
     rng = np.random.default_rng(0)
     tensors = {k: (rng.standard_normal(s) * 0.05).astype(np.float16) for k, s in shapes.items()}
     names = sorted(tensors)
-    shards = {f"model-0000{n}-of-00002.safetensors": names[n - 1::2] for n in (1, 2)}
+    shards = {f"model-0000{n}-of-00002.safetensors": names[n - 1 :: 2] for n in (1, 2)}
     files = {shard: save({k: tensors[k] for k in part}) for shard, part in shards.items()}
     weight_map = {k: shard for shard, part in shards.items() for k in part}
     files["model.safetensors.index.json"] = json.dumps({"metadata": {}, "weight_map": weight_map}).encode()

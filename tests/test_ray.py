@@ -95,13 +95,15 @@ def test_resume_on_ray_sends_only_what_is_missing(ray_session, smollm2_gguf, pos
     assert all("ray" not in r["run"] for r in records[:kept]) and all("ray" in r["run"] for r in records[kept:])
 
 
-def test_a_killed_worker_loses_and_doubles_nothing(ray_session, smollm2_gguf, posts, reference, tmp_path,
-                                                   monkeypatch):
+def test_a_killed_worker_loses_and_doubles_nothing(ray_session, smollm2_gguf, posts, reference, tmp_path, monkeypatch):
     monkeypatch.setattr(distributed, "CHUNK_ROWS", 3)  # more chunks, so the kill finds some in flight
     out = tmp_path / "out.jsonl"
     outcome = {}
-    run = threading.Thread(target=lambda: outcome.setdefault(
-        "result", analyze(smollm2_gguf, posts, out, "--ray", "local", "--ray-workers", "2")))
+    run = threading.Thread(
+        target=lambda: outcome.setdefault(
+            "result", analyze(smollm2_gguf, posts, out, "--ray", "local", "--ray-workers", "2")
+        )
+    )
     run.start()
     victim = wait_for_busy_worker(out, lambda: run.is_alive())
     os.kill(victim, 9)  # the worker process itself, as a crashed node would lose it
@@ -151,8 +153,9 @@ def test_a_worker_that_cannot_see_the_model_says_so(ray_session, smollm2_gguf):
 
 def test_without_ray_one_line_says_how_to_get_it(smollm2_gguf, posts, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now fails as if it were not installed
-    result = CliRunner().invoke(main, ["analyze", "-m", str(smollm2_gguf), "-i", str(posts), "--task", "DR",
-                                       "--ray", "local"])
+    result = CliRunner().invoke(
+        main, ["analyze", "-m", str(smollm2_gguf), "-i", str(posts), "--task", "DR", "--ray", "local"]
+    )
     assert result.exit_code == 1
     assert result.output == f"Error: {distributed.MISSING_RAY}\n"
     assert not (tmp_path / "out.jsonl").exists()

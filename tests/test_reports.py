@@ -10,8 +10,15 @@ import pytest
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
 from mental_edge.errors import MentalEdgeError
-from mental_edge.reports import (build_report, compare_reports, load_report, render_comparison,
-                                 render_markdown, render_table, save_report)
+from mental_edge.reports import (
+    build_report,
+    compare_reports,
+    load_report,
+    render_comparison,
+    render_markdown,
+    render_table,
+    save_report,
+)
 
 LABELS = ("no reason", "bias or abuse", "jobs and career")
 
@@ -32,22 +39,29 @@ def test_figures_match_scikit_learn():
     pred = [r["pred"] or "(unparsed)" for r in rows]  # sklearn: unparsed as its own wrong class
     classes = list(LABELS)
     assert figures["accuracy"] == pytest.approx(accuracy_score(gold, pred))
-    assert figures["weighted_f1"] == pytest.approx(f1_score(gold, pred, labels=classes,
-                                                            average="weighted"))
+    assert figures["weighted_f1"] == pytest.approx(f1_score(gold, pred, labels=classes, average="weighted"))
     assert figures["macro_f1"] == pytest.approx(f1_score(gold, pred, labels=classes, average="macro"))
-    expected = confusion_matrix(gold, pred, labels=[*classes, "(unparsed)"])[:len(classes)]
+    expected = confusion_matrix(gold, pred, labels=[*classes, "(unparsed)"])[: len(classes)]
     assert figures["confusion"]["matrix"] == expected.tolist()
     assert figures["unparsed"] == 5 and figures["n"] == 80
 
 
 def test_table_and_markdown_show_every_figure():
-    report = build_report({"CAMS": _rows(2), "DR": [{"id": 1, "gold": "yes", "pred": "no"}]},
-                          run={"model": "m", "sampling": {"temperature": 0}}, data="imhi")
+    report = build_report(
+        {"CAMS": _rows(2), "DR": [{"id": 1, "gold": "yes", "pred": "no"}]},
+        run={"model": "m", "sampling": {"temperature": 0}},
+        data="imhi",
+    )
     table, markdown = render_table(report), render_markdown(report)
     for task, figures in report["tasks"].items():
-        summary = [task, str(figures["n"]), f"{figures['accuracy']:.4f}",
-                   f"{figures['weighted_f1']:.4f}", f"{figures['macro_f1']:.4f}",
-                   str(figures["unparsed"])]
+        summary = [
+            task,
+            str(figures["n"]),
+            f"{figures['accuracy']:.4f}",
+            f"{figures['weighted_f1']:.4f}",
+            f"{figures['macro_f1']:.4f}",
+            str(figures["unparsed"]),
+        ]
         assert summary in [line.split("  ") for line in _squeeze(table)]
         assert "| " + " | ".join(summary) + " |" in markdown
         for label, counts in zip(figures["confusion"]["labels"], figures["confusion"]["matrix"]):
@@ -58,6 +72,7 @@ def test_table_and_markdown_show_every_figure():
 def _squeeze(table):
     """Table lines with runs of spaces collapsed to two, so cells can be split out."""
     import re
+
     return [re.sub(r" {2,}", "  ", line.strip()) for line in table.splitlines()]
 
 
@@ -70,9 +85,14 @@ def test_save_and_load_round_trip_owner_only(tmp_path):
     assert stat.S_IMODE(os.stat(json_path).st_mode) == 0o600
 
 
-@pytest.mark.parametrize("content, message", [
-    (None, "no such report"), ("{not json", "not a readable JSON report"),
-    (json.dumps({"rows": {}}), "not an eval report")])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (None, "no such report"),
+        ("{not json", "not a readable JSON report"),
+        (json.dumps({"rows": {}}), "not an eval report"),
+    ],
+)
 def test_load_report_errors_are_one_line(tmp_path, content, message):
     path = tmp_path / "r.json"
     if content is not None:
@@ -84,13 +104,21 @@ def test_load_report_errors_are_one_line(tmp_path, content, message):
 
 def test_compare_deltas_and_changed_rows():
     gold = ["yes", "no", "no", "yes"]
-    before = build_report({"DR": [{"id": i, "gold": g, "pred": p} for i, (g, p) in
-                                  enumerate(zip(gold, ["yes", "no", None, "no"]))],
-                           "SAD": [{"id": 0, "gold": "school", "pred": "school"}]},
-                          run={"model": "M", "quantization": "Q8_0"})
-    after = build_report({"DR": [{"id": i, "gold": g, "pred": p} for i, (g, p) in
-                                 enumerate(zip(gold, ["yes", "yes", None, "yes"]))][::-1]},
-                         run={"model": "M", "quantization": "Q4_K_M"})
+    before = build_report(
+        {
+            "DR": [{"id": i, "gold": g, "pred": p} for i, (g, p) in enumerate(zip(gold, ["yes", "no", None, "no"]))],
+            "SAD": [{"id": 0, "gold": "school", "pred": "school"}],
+        },
+        run={"model": "M", "quantization": "Q8_0"},
+    )
+    after = build_report(
+        {
+            "DR": [{"id": i, "gold": g, "pred": p} for i, (g, p) in enumerate(zip(gold, ["yes", "yes", None, "yes"]))][
+                ::-1
+            ]
+        },
+        run={"model": "M", "quantization": "Q4_K_M"},
+    )
     result = compare_reports(before, after)
     assert list(result["tasks"]) == ["DR"]  # only tasks in both reports
     dr = result["tasks"]["DR"]

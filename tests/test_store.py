@@ -8,8 +8,8 @@ import stat
 import pytest
 from click.testing import CliRunner
 from gguf import LlamaFileType
-
 from gguf_tiny import write_tiny_gguf
+
 from mental_edge import store
 from mental_edge.cli import main
 from mental_edge.errors import MentalEdgeError

@@ -10,16 +10,16 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from mental_edge.convert import ConversionError, convert_checkpoint
+from mental_edge.convert.arch import t5 as t5_arch
+from seq2seq_tiny import hf_answer_scores, imhi_queries, quantized_agreement, source_tokens, write_t5
 from transformers import AutoTokenizer, T5ForConditionalGeneration
 
 from mental_edge.cli import main
-from mental_edge.convert import ConversionError, convert_checkpoint
-from mental_edge.convert.arch import t5 as t5_arch
 from mental_edge.engine import Seq2SeqPrompt, load_engine
 from mental_edge.engine.llama_t5 import LlamaT5Engine
 from mental_edge.errors import MentalEdgeError
 from mental_edge.tasks import load_tasks
-from seq2seq_tiny import hf_answer_scores, imhi_queries, quantized_agreement, source_tokens, write_t5
 
 SCORE_TOL = 0.02  # nats per answer, f32 GGUF (f16 KV cache) against transformers fp32; measured worst 0.008
 TIE_MARGIN = 0.05  # logits this close may swap under rounding
@@ -34,8 +34,10 @@ def t5_dir(tmp_path_factory, imhi_dir):
 @pytest.fixture(scope="module")
 def t5_files(t5_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("t5-gguf")
-    files = {"f32": convert_checkpoint(t5_dir, out / "t5.f32.gguf", outtype="f32"),
-             "q8_0": convert_checkpoint(t5_dir, out / "t5.q8_0.gguf", quant="Q8_0")}
+    files = {
+        "f32": convert_checkpoint(t5_dir, out / "t5.f32.gguf", outtype="f32"),
+        "q8_0": convert_checkpoint(t5_dir, out / "t5.q8_0.gguf", quant="Q8_0"),
+    }
     with pytest.MonkeyPatch.context() as mp:  # the same file without the d_model^-0.5 output scaling
         mp.setattr(t5_arch, "output_scale", lambda hp: 1.0)
         files["unscaled"] = convert_checkpoint(t5_dir, out / "t5.unscaled.gguf", outtype="f32")
@@ -58,7 +60,6 @@ def reference(t5_dir):
 @pytest.fixture(scope="module")
 def queries(imhi_dir):
     return imhi_queries(imhi_dir)
-
 
 
 def test_load_engine_picks_the_encoder_decoder_engine(engines):
@@ -93,7 +94,10 @@ def test_scores_match_transformers(engines, reference, queries):
         if len(source) > engine.n_ctx:
             continue
         continuations = [engine.tokenize(a) for a in ANSWERS]
-        ours, theirs = engine.score(source, continuations), hf_answer_scores(model, source, continuations, (model.config.decoder_start_token_id,))
+        ours, theirs = (
+            engine.score(source, continuations),
+            hf_answer_scores(model, source, continuations, (model.config.decoder_start_token_id,)),
+        )
         worst = max(worst, float(np.max(np.abs(np.array(ours) - theirs))))
     assert worst < SCORE_TOL, worst
 
@@ -117,9 +121,16 @@ def _hf_greedy(model, source, max_new_tokens, decoder_prefix=None):
     near-tie that rounding may break either way), and whether the cut happened."""
     kwargs = {} if decoder_prefix is None else {"decoder_input_ids": torch.tensor([decoder_prefix])}
     with torch.no_grad():
-        out = model.generate(torch.tensor([source]), max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                             output_logits=True, return_dict_in_generate=True, **kwargs)
-    tokens = out.sequences[0, -len(out.logits):].tolist()
+        out = model.generate(
+            torch.tensor([source]),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            num_beams=1,
+            output_logits=True,
+            return_dict_in_generate=True,
+            **kwargs,
+        )
+    tokens = out.sequences[0, -len(out.logits) :].tolist()
     for step, logits in enumerate(out.logits):
         top2 = torch.topk(logits[0], 2).values
         if float(top2[0] - top2[1]) < TIE_MARGIN:
@@ -161,7 +172,9 @@ def test_sampling_is_seeded(engines, queries):
 
     engine = engines["f32"]
     source = source_tokens(engine, min(queries, key=len))
-    runs = [engine.generate(source, max_tokens=12, sampling=Sampling(temperature=1.5, seed=s)).text() for s in (1, 1, 2)]
+    runs = [
+        engine.generate(source, max_tokens=12, sampling=Sampling(temperature=1.5, seed=s)).text() for s in (1, 1, 2)
+    ]
     assert runs[0] == runs[1] and runs[0] != runs[2]
 
 
@@ -201,18 +214,33 @@ def test_analyze_end_to_end_on_a_converted_t5(t5_files, reference, tmp_path):
     tokenizer, model = reference
     post = "I cannot sleep and my job is killing me."
     out = tmp_path / "records.jsonl"
-    result = CliRunner().invoke(main, ["analyze", "-m", str(t5_files["f32"]), "-t", "DR", "--max-tokens", "8",
-                                       "--threads", "2", "-o", str(out), post])
+    result = CliRunner().invoke(
+        main,
+        [
+            "analyze",
+            "-m",
+            str(t5_files["f32"]),
+            "-t",
+            "DR",
+            "--max-tokens",
+            "8",
+            "--threads",
+            "2",
+            "-o",
+            str(out),
+            post,
+        ],
+    )
     assert result.exit_code == 0, result.output
     record = json.loads(out.read_text().splitlines()[0])
     task = load_tasks().task("DR")
     source = tokenizer(task.render(post, "completion")).input_ids
     labels = list(task.labels)
-    answers = [tokenizer(task.answer(l, "completion"), add_special_tokens=False).input_ids for l in labels]
+    answers = [tokenizer(task.answer(label, "completion"), add_special_tokens=False).input_ids for label in labels]
     scores = hf_answer_scores(model, source, answers, (model.config.decoder_start_token_id,))
     expected = np.exp(np.array(scores) - max(scores))
     expected /= expected.sum()
-    got = [record["probabilities"][l] for l in labels] if "probabilities" in record else None
+    got = [record["probabilities"][label] for label in labels] if "probabilities" in record else None
     assert got is not None, record
     assert np.allclose(got, expected, atol=1e-3)
     assert record["label"] == labels[int(np.argmax(expected))]

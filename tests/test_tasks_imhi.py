@@ -19,9 +19,9 @@ def _naive_post(query, form):
     """The post as the README describes the query layout, cut by hand (an independent reference)."""
     if form == "instruction":
         assert query.startswith('Consider this post: "')
-        return query[len('Consider this post: "'):query.rindex('" Question: ')]
+        return query[len('Consider this post: "') : query.rindex('" Question: ')]
     assert query.startswith("Post: ")
-    return query[len("Post: "):query.rindex("  Question: ")]
+    return query[len("Post: ") : query.rindex("  Question: ")]
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +32,9 @@ def tasks():
 @pytest.fixture(scope="module")
 def data(imhi_dir):
     """{(folder, family): rows} for every IMHI file."""
-    return {(folder, path.stem): _rows(path)
-            for folder in FOLDERS for path in sorted((imhi_dir / folder).glob("*.csv"))}
+    return {
+        (folder, path.stem): _rows(path) for folder in FOLDERS for path in sorted((imhi_dir / folder).glob("*.csv"))
+    }
 
 
 def test_every_query_is_rebuilt_byte_for_byte(tasks, data):
@@ -61,7 +62,7 @@ def _start(post):
 
 def _gold_label(task, gold):
     """The true label of an instruction row: its gold begins with exactly one label's answer sentence."""
-    head = gold[:gold.index("Reasoning:")]
+    head = gold[: gold.index("Reasoning:")]
     matches = [label for label in task.labels if head == task.answer(label, "instruction") + " "]
     assert len(matches) == 1, f"{task.name}: gold {head!r} is no answer sentence"
     return matches[0]

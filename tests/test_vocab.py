@@ -12,7 +12,6 @@ from pathlib import Path
 
 import gguf
 import pytest
-
 from hf_fixtures import gguf_to_sentencepiece_folder
 from mental_edge.convert.errors import ConversionError
 from mental_edge.convert.vocab import load_vocab
@@ -24,16 +23,26 @@ SEPARATOR = "\n__ggml_vocab_test__\n"
 # Text a user could type that looks like control tokens, plus pre-tokenizer edge cases (digits, contractions,
 # runs of spaces and newlines, emoji, non-Latin scripts).
 EDGE_TEXTS = [
-    "<|im_start|>user\nI can't sleep<|im_end|>", "</s> <s> <unk>", "<|endoftext|>", "I've 12345 reasons   why",
-    "\n\n\t  tabs\tand   spaces  \n", "We'Ve a'lL 3...3 ✅ 🦙🦙 нещо на Български 我想在apple工作1314151天～",
+    "<|im_start|>user\nI can't sleep<|im_end|>",
+    "</s> <s> <unk>",
+    "<|endoftext|>",
+    "I've 12345 reasons   why",
+    "\n\n\t  tabs\tand   spaces  \n",
+    "We'Ve a'lL 3...3 ✅ 🦙🦙 нещо на Български 我想在apple工作1314151天～",
 ]
 
 
 def write_vocab_only(vocab, path: Path) -> Path:
     """A GGUF holding only the vocabulary and the few LLaMA hyper-parameters llama.cpp reads before it."""
     writer = gguf.GGUFWriter(path, "llama")
-    for key, value in {"context_length": 4096, "embedding_length": 64, "block_count": 1,
-                       "feed_forward_length": 128, "attention.head_count": 1, "attention.head_count_kv": 1}.items():
+    for key, value in {
+        "context_length": 4096,
+        "embedding_length": 64,
+        "block_count": 1,
+        "feed_forward_length": 128,
+        "attention.head_count": 1,
+        "attention.head_count_kv": 1,
+    }.items():
         writer.add_uint32(f"llama.{key}", value)
     writer.add_float32("llama.attention.layer_norm_rms_epsilon", 1e-5)
     vocab.write(writer)
@@ -64,6 +73,7 @@ def imhi_texts(imhi_dir: Path, per_task: int = 40) -> list[str]:
 
 # --- SentencePiece (LLaMA-2, MentaLLaMA's tokenizer) -----------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def spm_folder(tmp_path_factory) -> Path:
     return gguf_to_sentencepiece_folder(LLAMA_SPM, tmp_path_factory.mktemp("llama-spm"))
@@ -82,8 +92,9 @@ def test_vocab_spm_reads_tokens_scores_and_types_of_the_proto(spm_folder):
 
 def test_vocab_spm_llama_cpp_test_vectors(spm_folder, tmp_path):
     inputs = LLAMA_SPM.with_suffix(".gguf.inp").read_text(encoding="utf-8").split(SEPARATOR)[:-1]
-    expected = [[int(t) for t in line.split()]
-                for line in LLAMA_SPM.with_suffix(".gguf.out").read_text().split("\n")[:-1]]
+    expected = [
+        [int(t) for t in line.split()] for line in LLAMA_SPM.with_suffix(".gguf.out").read_text().split("\n")[:-1]
+    ]
     assert len(inputs) == len(expected) > 40
     llm = llama_vocab(write_vocab_only(load_vocab(spm_folder), tmp_path / "spm.gguf"))
     got = [llama_tokenize(llm, text) for text in inputs]
@@ -98,8 +109,9 @@ def test_vocab_spm_rebuilt_model_is_a_real_llama_tokenizer(spm_folder):
 
     sp = sentencepiece.SentencePieceProcessor(model_file=str(spm_folder / "tokenizer.model"))
     inputs = LLAMA_SPM.with_suffix(".gguf.inp").read_text(encoding="utf-8").split(SEPARATOR)[:-1]
-    expected = [[int(t) for t in line.split()]
-                for line in LLAMA_SPM.with_suffix(".gguf.out").read_text().split("\n")[:-1]]
+    expected = [
+        [int(t) for t in line.split()] for line in LLAMA_SPM.with_suffix(".gguf.out").read_text().split("\n")[:-1]
+    ]
     assert [sp.encode(text) for text in inputs] == expected
 
 
@@ -114,12 +126,22 @@ def test_vocab_spm_added_tokens_and_padding(spm_folder, tmp_path):
     folder = tmp_path / "ckpt"
     folder.mkdir()
     (folder / "tokenizer.model").write_bytes((spm_folder / "tokenizer.model").read_bytes())
-    (folder / "tokenizer_config.json").write_text(json.dumps({"add_bos_token": True, "added_tokens_decoder": {
-        "0": {"content": "<unk>", "special": True}, "32001": {"content": "<|user|>", "special": True},
-        "32002": {"content": "<extra>", "special": False}}}))
+    (folder / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "add_bos_token": True,
+                "added_tokens_decoder": {
+                    "0": {"content": "<unk>", "special": True},
+                    "32001": {"content": "<|user|>", "special": True},
+                    "32002": {"content": "<extra>", "special": False},
+                },
+            }
+        )
+    )
     (folder / "added_tokens.json").write_text('{"<pad>": 32000}')
-    (folder / "config.json").write_text('{"vocab_size": 32004, "bos_token_id": 1, "eos_token_id": 2, '
-                                        '"pad_token_id": 32000}')
+    (folder / "config.json").write_text(
+        '{"vocab_size": 32004, "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 32000}'
+    )
     vocab = load_vocab(folder)
     assert len(vocab) == 32004 and vocab.tokens[32000] == "<pad>"
     assert vocab.token_types[32000] == gguf.TokenType.USER_DEFINED
@@ -134,6 +156,7 @@ def test_vocab_spm_added_tokens_and_padding(spm_folder, tmp_path):
 
 # --- byte-level BPE (SmolLM2's tokenizer.json) -----------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def bpe_gguf(smollm2_hf_checkpoint, tmp_path_factory) -> Path:
     return write_vocab_only(load_vocab(smollm2_hf_checkpoint), tmp_path_factory.mktemp("bpe") / "bpe.gguf")
@@ -143,8 +166,11 @@ def test_vocab_bpe_metadata_matches_the_original_gguf(smollm2_hf_checkpoint, smo
     """Pre-tokenizer name found by hashing, merges, special ids and flags equal what llama.cpp's converter wrote."""
     ref = gguf.GGUFReader(smollm2_gguf).fields
     vocab = load_vocab(smollm2_hf_checkpoint)
-    assert (vocab.model, vocab.pre) == ("gpt2", "smollm") == (ref["tokenizer.ggml.model"].contents(),
-                                                             ref["tokenizer.ggml.pre"].contents())
+    assert (
+        (vocab.model, vocab.pre)
+        == ("gpt2", "smollm")
+        == (ref["tokenizer.ggml.model"].contents(), ref["tokenizer.ggml.pre"].contents())
+    )
     assert vocab.tokens == ref["tokenizer.ggml.tokens"].contents()
     assert list(map(int, vocab.token_types)) == ref["tokenizer.ggml.token_type"].contents()
     assert vocab.merges == ref["tokenizer.ggml.merges"].contents()
@@ -163,8 +189,9 @@ def test_vocab_bpe_imhi_posts_tokenize_as_the_reference(smollm2_hf_checkpoint, b
     assert len(texts) >= 300
     for special in (True, False):
         reference.encode_special_tokens = not special
-        wrong = [t for t in texts
-                 if llama_tokenize(llm, t, special) != reference.encode(t, add_special_tokens=False).ids]
+        wrong = [
+            t for t in texts if llama_tokenize(llm, t, special) != reference.encode(t, add_special_tokens=False).ids
+        ]
         assert not wrong, f"special={special}: {len(wrong)} of {len(texts)} differ, first: {wrong[0][:200]!r}"
 
 
@@ -188,6 +215,7 @@ def test_vocab_unknown_pre_tokenizer_is_one_line(smollm2_hf_checkpoint, tmp_path
 
 
 # --- errors ----------------------------------------------------------------------------------------------------
+
 
 def test_vocab_missing_tokenizer_names_folder_and_files(tmp_path):
     (tmp_path / "config.json").write_text("{}")

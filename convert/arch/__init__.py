@@ -13,7 +13,9 @@ from . import chatglm, llama, t5
 
 ARCHITECTURES: dict[str, ModuleType] = {
     "LlamaForCausalLM": llama,
-    "ChatGLMModel": chatglm, "ChatGLMForConditionalGeneration": chatglm, "GlmForCausalLM": chatglm,
+    "ChatGLMModel": chatglm,
+    "ChatGLMForConditionalGeneration": chatglm,
+    "GlmForCausalLM": chatglm,
     "T5ForConditionalGeneration": t5,
 }
 
@@ -22,6 +24,8 @@ def architecture_for(config: dict) -> ModuleType:
     archs = config.get("architectures") or []
     name = archs[0] if archs else None
     if name not in ARCHITECTURES:
-        raise ConversionError(f"config.json: architecture {name or '(none given)'} is not supported; "
-                              f"supported: {', '.join(sorted(ARCHITECTURES))}")
+        raise ConversionError(
+            f"config.json: architecture {name or '(none given)'} is not supported; "
+            f"supported: {', '.join(sorted(ARCHITECTURES))}"
+        )
     return ARCHITECTURES[name]

@@ -48,7 +48,7 @@ class Hparams:
     tied: bool
 
     @classmethod
-    def from_config(cls, config: dict) -> "Hparams":
+    def from_config(cls, config: dict) -> Hparams:
         remote = "num_layers" in config or config.get("model_type") == "chatglm"
         return _remote_hparams(config) if remote else _native_hparams(config)
 
@@ -60,7 +60,9 @@ def _refuse(config: dict, key: str, unsupported, why: str) -> None:
 
 def _remote_hparams(c: dict) -> Hparams:
     _refuse(c, "rmsnorm", False, "llama.cpp's chatglm uses RMSNorm")
-    _refuse(c, "apply_residual_connection_post_layernorm", True, "llama.cpp's chatglm adds the residual before the norm")
+    _refuse(
+        c, "apply_residual_connection_post_layernorm", True, "llama.cpp's chatglm adds the residual before the norm"
+    )
     _refuse(c, "add_bias_linear", True, "llama.cpp's chatglm has no output or feed-forward biases")
     _refuse(c, "post_layer_norm", False, "llama.cpp's chatglm always applies the final norm")
     n_head = int(config_field(c, "num_attention_heads"))
@@ -68,12 +70,20 @@ def _remote_hparams(c: dict) -> Hparams:
     head_dim = int(c.get("kv_channels") or n_embd // n_head)
     n_head_kv = int(c.get("multi_query_group_num") or n_head) if c.get("multi_query_attention") else n_head
     return Hparams(
-        remote=True, n_layer=int(config_field(c, "num_layers", "num_hidden_layers")), n_embd=n_embd,
-        n_ff=int(config_field(c, "ffn_hidden_size")), n_head=n_head, n_head_kv=n_head_kv, head_dim=head_dim,
-        n_vocab=int(config_field(c, "padded_vocab_size", "vocab_size")), n_ctx=int(config_field(c, "seq_length")),
+        remote=True,
+        n_layer=int(config_field(c, "num_layers", "num_hidden_layers")),
+        n_embd=n_embd,
+        n_ff=int(config_field(c, "ffn_hidden_size")),
+        n_head=n_head,
+        n_head_kv=n_head_kv,
+        head_dim=head_dim,
+        n_vocab=int(config_field(c, "padded_vocab_size", "vocab_size")),
+        n_ctx=int(config_field(c, "seq_length")),
         eps=float(c.get("layernorm_epsilon") or 1e-5),
-        rope_base=GLM_ROPE_BASE * float(c.get("rope_ratio") or 1.0), rope_dim=head_dim // 2,
-        qkv_bias=bool(c.get("add_qkv_bias", True)), tied=bool(c.get("tie_word_embeddings", False)),
+        rope_base=GLM_ROPE_BASE * float(c.get("rope_ratio") or 1.0),
+        rope_dim=head_dim // 2,
+        qkv_bias=bool(c.get("add_qkv_bias", True)),
+        tied=bool(c.get("tie_word_embeddings", False)),
     )
 
 
@@ -89,15 +99,24 @@ def _native_hparams(c: dict) -> Hparams:
     partial = float(c.get("partial_rotary_factor", rope.get("partial_rotary_factor", 0.5)))
     rope_dim = head_dim * partial
     if rope_dim != int(rope_dim) or int(rope_dim) % 2:
-        raise ConversionError(f"config.json: partial_rotary_factor {partial} gives {rope_dim} rotary dimensions "
-                              f"of {head_dim}; an even whole number is needed")
+        raise ConversionError(
+            f"config.json: partial_rotary_factor {partial} gives {rope_dim} rotary dimensions "
+            f"of {head_dim}; an even whole number is needed"
+        )
     return Hparams(
-        remote=False, n_layer=int(config_field(c, "num_hidden_layers")), n_embd=n_embd,
-        n_ff=int(config_field(c, "intermediate_size")), n_head=n_head,
-        n_head_kv=int(c.get("num_key_value_heads") or n_head), head_dim=head_dim,
-        n_vocab=int(config_field(c, "vocab_size")), n_ctx=int(c.get("max_position_embeddings") or 8192),
-        eps=float(c.get("rms_norm_eps") or 1e-5), rope_base=float(theta if theta is not None else 10000.0),
-        rope_dim=int(rope_dim), qkv_bias=bool(c.get("attention_bias", True)),
+        remote=False,
+        n_layer=int(config_field(c, "num_hidden_layers")),
+        n_embd=n_embd,
+        n_ff=int(config_field(c, "intermediate_size")),
+        n_head=n_head,
+        n_head_kv=int(c.get("num_key_value_heads") or n_head),
+        head_dim=head_dim,
+        n_vocab=int(config_field(c, "vocab_size")),
+        n_ctx=int(c.get("max_position_embeddings") or 8192),
+        eps=float(c.get("rms_norm_eps") or 1e-5),
+        rope_base=float(theta if theta is not None else 10000.0),
+        rope_dim=int(rope_dim),
+        qkv_bias=bool(c.get("attention_bias", True)),
         tied=bool(c.get("tie_word_embeddings", False)),
     )
 
@@ -123,13 +142,20 @@ def expected_shapes(hp: Hparams) -> dict[str, tuple[int, ...]]:
     """The shape of every tensor config.json implies, by checkpoint name."""
     q, kv, e, ff, v = hp.n_head * hp.head_dim, hp.n_head_kv * hp.head_dim, hp.n_embd, hp.n_ff, hp.n_vocab
     if hp.remote:
-        top = {"transformer.embedding.word_embeddings.weight": (v, e),
-               "transformer.encoder.final_layernorm.weight": (e,)}
+        top = {
+            "transformer.embedding.word_embeddings.weight": (v, e),
+            "transformer.encoder.final_layernorm.weight": (e,),
+        }
         if not hp.tied:
             top["transformer.output_layer.weight"] = (v, e)
-        layer = {"input_layernorm.weight": (e,), "post_attention_layernorm.weight": (e,),
-                 "self_attention.query_key_value.weight": (q + 2 * kv, e), "self_attention.dense.weight": (e, q),
-                 "mlp.dense_h_to_4h.weight": (2 * ff, e), "mlp.dense_4h_to_h.weight": (e, ff)}
+        layer = {
+            "input_layernorm.weight": (e,),
+            "post_attention_layernorm.weight": (e,),
+            "self_attention.query_key_value.weight": (q + 2 * kv, e),
+            "self_attention.dense.weight": (e, q),
+            "mlp.dense_h_to_4h.weight": (2 * ff, e),
+            "mlp.dense_4h_to_h.weight": (e, ff),
+        }
         if hp.qkv_bias:
             layer["self_attention.query_key_value.bias"] = (q + 2 * kv,)
         prefix = "transformer.encoder.layers.{}."
@@ -137,13 +163,20 @@ def expected_shapes(hp: Hparams) -> dict[str, tuple[int, ...]]:
         top = {"model.embed_tokens.weight": (v, e), "model.norm.weight": (e,)}
         if not hp.tied:
             top["lm_head.weight"] = (v, e)
-        layer = {"input_layernorm.weight": (e,), "post_attention_layernorm.weight": (e,),
-                 "self_attn.q_proj.weight": (q, e), "self_attn.k_proj.weight": (kv, e),
-                 "self_attn.v_proj.weight": (kv, e), "self_attn.o_proj.weight": (e, q),
-                 "mlp.gate_up_proj.weight": (2 * ff, e), "mlp.down_proj.weight": (e, ff)}
+        layer = {
+            "input_layernorm.weight": (e,),
+            "post_attention_layernorm.weight": (e,),
+            "self_attn.q_proj.weight": (q, e),
+            "self_attn.k_proj.weight": (kv, e),
+            "self_attn.v_proj.weight": (kv, e),
+            "self_attn.o_proj.weight": (e, q),
+            "mlp.gate_up_proj.weight": (2 * ff, e),
+            "mlp.down_proj.weight": (e, ff),
+        }
         if hp.qkv_bias:
-            layer.update({"self_attn.q_proj.bias": (q,), "self_attn.k_proj.bias": (kv,),
-                          "self_attn.v_proj.bias": (kv,)})
+            layer.update(
+                {"self_attn.q_proj.bias": (q,), "self_attn.k_proj.bias": (kv,), "self_attn.v_proj.bias": (kv,)}
+            )
         prefix = "model.layers.{}."
     shapes = dict(top)
     for i in range(hp.n_layer):
@@ -159,14 +192,17 @@ def _check(ckpt: Checkpoint, hp: Hparams) -> list[LazyTensor]:
             continue
         shape = expected.pop(name, None)
         if shape is None:
-            raise ConversionError(f"{tensor.file.name}: tensor {name} is not part of a "
-                                  f"{'ChatGLMModel' if hp.remote else 'GlmForCausalLM'} model")
+            raise ConversionError(
+                f"{tensor.file.name}: tensor {name} is not part of a "
+                f"{'ChatGLMModel' if hp.remote else 'GlmForCausalLM'} model"
+            )
         check_tensor(tensor, name, shape)
         kept.append(tensor)
     if expected:
         missing = min(expected)
-        raise ConversionError(f"{ckpt.folder.name}: tensor {missing} is missing "
-                              f"({len(expected)} expected tensor(s) absent)")
+        raise ConversionError(
+            f"{ckpt.folder.name}: tensor {missing} is missing ({len(expected)} expected tensor(s) absent)"
+        )
     return kept
 
 

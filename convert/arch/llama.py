@@ -32,16 +32,20 @@ class Hparams:
     tied: bool
 
     @classmethod
-    def from_config(cls, config: dict) -> "Hparams":
+    def from_config(cls, config: dict) -> Hparams:
         n_head = int(config_field(config, "num_attention_heads"))
         n_embd = int(config_field(config, "hidden_size"))
         return cls(
-            n_layer=int(config_field(config, "num_hidden_layers")), n_embd=n_embd,
+            n_layer=int(config_field(config, "num_hidden_layers")),
+            n_embd=n_embd,
             n_ff=int(config_field(config, "intermediate_size")),
-            n_head=n_head, n_head_kv=int(config.get("num_key_value_heads") or n_head),
-            head_dim=int(config.get("head_dim") or n_embd // n_head), n_vocab=int(config_field(config, "vocab_size")),
+            n_head=n_head,
+            n_head_kv=int(config.get("num_key_value_heads") or n_head),
+            head_dim=int(config.get("head_dim") or n_embd // n_head),
+            n_vocab=int(config_field(config, "vocab_size")),
             n_ctx=int(config.get("max_position_embeddings") or 2048),
-            eps=float(config.get("rms_norm_eps") or 1e-6), rope_theta=config.get("rope_theta"),
+            eps=float(config.get("rms_norm_eps") or 1e-6),
+            rope_theta=config.get("rope_theta"),
             tied=bool(config.get("tie_word_embeddings", False)),
         )
 
@@ -85,19 +89,30 @@ def expected_shapes(hp: Hparams) -> dict[str, tuple[int, ...]]:
         shapes["lm_head.weight"] = (hp.n_vocab, hp.n_embd)
     for i in range(hp.n_layer):
         p = f"model.layers.{i}."
-        shapes.update({
-            p + "input_layernorm.weight": (hp.n_embd,), p + "post_attention_layernorm.weight": (hp.n_embd,),
-            p + "self_attn.q_proj.weight": (q_rows, hp.n_embd), p + "self_attn.k_proj.weight": (kv_rows, hp.n_embd),
-            p + "self_attn.v_proj.weight": (kv_rows, hp.n_embd), p + "self_attn.o_proj.weight": (hp.n_embd, q_rows),
-            p + "mlp.gate_proj.weight": (hp.n_ff, hp.n_embd), p + "mlp.up_proj.weight": (hp.n_ff, hp.n_embd),
-            p + "mlp.down_proj.weight": (hp.n_embd, hp.n_ff),
-        })
+        shapes.update(
+            {
+                p + "input_layernorm.weight": (hp.n_embd,),
+                p + "post_attention_layernorm.weight": (hp.n_embd,),
+                p + "self_attn.q_proj.weight": (q_rows, hp.n_embd),
+                p + "self_attn.k_proj.weight": (kv_rows, hp.n_embd),
+                p + "self_attn.v_proj.weight": (kv_rows, hp.n_embd),
+                p + "self_attn.o_proj.weight": (hp.n_embd, q_rows),
+                p + "mlp.gate_proj.weight": (hp.n_ff, hp.n_embd),
+                p + "mlp.up_proj.weight": (hp.n_ff, hp.n_embd),
+                p + "mlp.down_proj.weight": (hp.n_embd, hp.n_ff),
+            }
+        )
     return shapes
 
 
 _OPTIONAL_BIASES = {
-    "self_attn.q_proj.bias": "q", "self_attn.k_proj.bias": "kv", "self_attn.v_proj.bias": "kv",
-    "self_attn.o_proj.bias": "embd", "mlp.gate_proj.bias": "ff", "mlp.up_proj.bias": "ff", "mlp.down_proj.bias": "embd",
+    "self_attn.q_proj.bias": "q",
+    "self_attn.k_proj.bias": "kv",
+    "self_attn.v_proj.bias": "kv",
+    "self_attn.o_proj.bias": "embd",
+    "mlp.gate_proj.bias": "ff",
+    "mlp.up_proj.bias": "ff",
+    "mlp.down_proj.bias": "embd",
 }
 
 
@@ -126,8 +141,9 @@ def _check(ckpt: Checkpoint, hp: Hparams) -> list[LazyTensor]:
         kept.append(tensor)
     if expected:
         missing = sorted(expected, key=_order_key)[0]
-        raise ConversionError(f"{ckpt.folder.name}: tensor {missing} is missing "
-                              f"({len(expected)} expected tensor(s) absent)")
+        raise ConversionError(
+            f"{ckpt.folder.name}: tensor {missing} is missing ({len(expected)} expected tensor(s) absent)"
+        )
     return kept
 
 
@@ -156,7 +172,9 @@ def plan(ckpt: Checkpoint, outtype: str) -> list[OutTensor]:
         if gguf_name is None:
             raise ConversionError(f"{tensor.file.name}: tensor {tensor.name} has no llama.cpp name")
         qtype = outtypes.tensor_type(tensor.shape, outtype)
-        out.append(OutTensor(gguf_name, tuple(tensor.shape), qtype, _producer(tensor, _transform(tensor.name, hp), qtype)))
+        out.append(
+            OutTensor(gguf_name, tuple(tensor.shape), qtype, _producer(tensor, _transform(tensor.name, hp), qtype))
+        )
     return out
 
 

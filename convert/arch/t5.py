@@ -42,20 +42,27 @@ class Hparams:
     decoder_start: int
 
     @classmethod
-    def from_config(cls, config: dict) -> "Hparams":
+    def from_config(cls, config: dict) -> Hparams:
         if int(config.get("relative_attention_max_distance", LLAMA_CPP_MAX_DISTANCE)) != LLAMA_CPP_MAX_DISTANCE:
-            raise ConversionError(f"config.json: relative_attention_max_distance must be {LLAMA_CPP_MAX_DISTANCE} "
-                                  "for llama.cpp")
+            raise ConversionError(
+                f"config.json: relative_attention_max_distance must be {LLAMA_CPP_MAX_DISTANCE} for llama.cpp"
+            )
         ffn = str(config.get("feed_forward_proj", "relu"))
         if ffn not in ("relu", "gated-gelu"):
             raise ConversionError(f"config.json: feed_forward_proj {ffn!r} is not supported (relu or gated-gelu)")
         n_layer = int(config_field(config, "num_layers"))
         return cls(
-            n_embd=int(config_field(config, "d_model")), n_ff=int(config_field(config, "d_ff")), n_layer=n_layer,
-            n_dec_layer=int(config.get("num_decoder_layers") or n_layer), n_head=int(config_field(config, "num_heads")),
-            d_kv=int(config_field(config, "d_kv")), n_vocab=int(config_field(config, "vocab_size")),
-            n_ctx=int(config.get("n_positions") or DEFAULT_CTX), eps=float(config.get("layer_norm_epsilon", 1e-6)),
-            n_buckets=int(config.get("relative_attention_num_buckets", 32)), gated=ffn == "gated-gelu",
+            n_embd=int(config_field(config, "d_model")),
+            n_ff=int(config_field(config, "d_ff")),
+            n_layer=n_layer,
+            n_dec_layer=int(config.get("num_decoder_layers") or n_layer),
+            n_head=int(config_field(config, "num_heads")),
+            d_kv=int(config_field(config, "d_kv")),
+            n_vocab=int(config_field(config, "vocab_size")),
+            n_ctx=int(config.get("n_positions") or DEFAULT_CTX),
+            eps=float(config.get("layer_norm_epsilon", 1e-6)),
+            n_buckets=int(config.get("relative_attention_num_buckets", 32)),
+            gated=ffn == "gated-gelu",
             tied=bool(config.get("tie_word_embeddings", True)),
             decoder_start=int(config.get("decoder_start_token_id", config.get("pad_token_id", 0)) or 0),
         )
@@ -135,8 +142,9 @@ def _check(ckpt: Checkpoint, hp: Hparams) -> tuple[LazyTensor, list[LazyTensor]]
         raise ConversionError(f"{ckpt.folder.name}: tensor shared.weight is missing (no token embedding)")
     if expected:
         missing = sorted(expected)[0]
-        raise ConversionError(f"{ckpt.folder.name}: tensor {missing} is missing "
-                              f"({len(expected)} expected tensor(s) absent)")
+        raise ConversionError(
+            f"{ckpt.folder.name}: tensor {missing} is missing ({len(expected)} expected tensor(s) absent)"
+        )
     return embedding, kept
 
 
@@ -169,7 +177,7 @@ def plan(ckpt: Checkpoint, outtype: str) -> list[OutTensor]:
 
 def output_scale(hp: Hparams) -> float:
     """What Hugging Face multiplies the decoder output by before a tied LM head."""
-    return hp.n_embd ** -0.5
+    return hp.n_embd**-0.5
 
 
 def _producer(tensor: LazyTensor, qtype, scale: float | None = None):

@@ -23,39 +23,92 @@ from mental_edge.tasks import load_tasks
 
 
 def analysis_options(func):
-    for option in reversed([
-        click.option("--max-tokens", type=click.IntRange(min=1), default=DEFAULT_MAX_TOKENS, show_default=True,
-                     help="Most tokens of explanation (or of a free answer)."),
-        click.option("--free", is_flag=True, help="Let the model answer freely (the published way) and parse its label."),
-        click.option("--prompts", "prompts_dir", type=click.Path(file_okay=False), default=None,
-                     help="Folder of task files and templates adding to or overriding the package's."),
-        click.option("--format", "prompt_format", type=click.Choice(list(FORMATS)), default=None,
-                     help="How the query is wrapped (default: the model family's)."),
-    ]):
+    for option in reversed(
+        [
+            click.option(
+                "--max-tokens",
+                type=click.IntRange(min=1),
+                default=DEFAULT_MAX_TOKENS,
+                show_default=True,
+                help="Most tokens of explanation (or of a free answer).",
+            ),
+            click.option(
+                "--free", is_flag=True, help="Let the model answer freely (the published way) and parse its label."
+            ),
+            click.option(
+                "--prompts",
+                "prompts_dir",
+                type=click.Path(file_okay=False),
+                default=None,
+                help="Folder of task files and templates adding to or overriding the package's.",
+            ),
+            click.option(
+                "--format",
+                "prompt_format",
+                type=click.Choice(list(FORMATS)),
+                default=None,
+                help="How the query is wrapped (default: the model family's).",
+            ),
+        ]
+    ):
         func = option(func)
     return func
 
 
 @main.command()
 @click.argument("text", required=False)
-@click.option("--input", "-i", "input_path", type=click.Path(dir_okay=False), default=None,
-              help="A .txt (one post a line), .csv, .jsonl or IMHI query file.")
+@click.option(
+    "--input",
+    "-i",
+    "input_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="A .txt (one post a line), .csv, .jsonl or IMHI query file.",
+)
 @click.option("--task", "-t", "task_names", multiple=True, help="Task name, family or 'all' (repeatable).")
-@click.option("--output", "-o", type=click.Path(dir_okay=False), default=None, help="Write records to FILE.jsonl or FILE.csv.")
+@click.option(
+    "--output", "-o", type=click.Path(dir_okay=False), default=None, help="Write records to FILE.jsonl or FILE.csv."
+)
 @click.option("--no-explain", is_flag=True, help="Stop after the label.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its output file.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Analyse at most N input rows.")
 @click.option("--text-column", default=None, help="Column holding the post (.csv/.jsonl).")
 @click.option("--id-column", default=None, help="Column holding the row id (.csv/.jsonl).")
-@click.option("--ray", "ray_address", default=None, metavar="ADDRESS",
-              help="Spread the posts over a Ray cluster (auto, HOST:PORT, ray://HOST:PORT; 'local' starts one here).")
-@click.option("--ray-workers", type=click.IntRange(min=1), default=None,
-              help="Engines on the Ray cluster (default: one per node).")
+@click.option(
+    "--ray",
+    "ray_address",
+    default=None,
+    metavar="ADDRESS",
+    help="Spread the posts over a Ray cluster (auto, HOST:PORT, ray://HOST:PORT; 'local' starts one here).",
+)
+@click.option(
+    "--ray-workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Engines on the Ray cluster (default: one per node).",
+)
 @analysis_options
 @sampling_options
 @model_options
-def analyze(text, input_path, task_names, output, no_explain, resume, limit, text_column, id_column, ray_address,
-            ray_workers, max_tokens, free, prompts_dir, prompt_format, sampling, model_opts):
+def analyze(
+    text,
+    input_path,
+    task_names,
+    output,
+    no_explain,
+    resume,
+    limit,
+    text_column,
+    id_column,
+    ray_address,
+    ray_workers,
+    max_tokens,
+    free,
+    prompts_dir,
+    prompt_format,
+    sampling,
+    model_opts,
+):
     """Label posts for mental-health tasks, with probabilities and an explanation.
 
     The post comes from TEXT, --input FILE, or stdin (one post a line). For non-clinical research only.
@@ -68,8 +121,13 @@ def analyze(text, input_path, task_names, output, no_explain, resume, limit, tex
         raise MentalEdgeError("say which task with --task (e.g. --task DR, --task all)")
     if ray_workers and not ray_address:
         raise MentalEdgeError("--ray-workers needs --ray ADDRESS")
-    settings = {"explain": not no_explain, "free": free, "max_tokens": max_tokens, "sampling": sampling,
-                "prompt_format": prompt_format}
+    settings = {
+        "explain": not no_explain,
+        "free": free,
+        "max_tokens": max_tokens,
+        "sampling": sampling,
+        "prompt_format": prompt_format,
+    }
     cluster = RayAnalysis(ray_address, model_spec(**model_opts), settings, ray_workers) if ray_address else None
     with cluster or nullcontext():
         if cluster:
@@ -84,34 +142,53 @@ def analyze(text, input_path, task_names, output, no_explain, resume, limit, tex
         writer = RecordWriter(output, resume=resume, fields=FIELDS) if output else None
         with writer or nullcontext(), _progress(total, enabled=writer is not None) as bar:
             summary = analyze_rows(
-                rows, tasks, taskset=taskset if imhi else None,
-                done=writer.done if writer else set(), write=writer.write if writer else _print_record,
-                limit=limit, on_row=bar.update if bar is not None else None,
+                rows,
+                tasks,
+                taskset=taskset if imhi else None,
+                done=writer.done if writer else set(),
+                write=writer.write if writer else _print_record,
+                limit=limit,
+                on_row=bar.update if bar is not None else None,
             )
     if writer:
-        click.echo(f"{summary.records} records written to {output} ({summary.flagged} flagged, "
-                   f"{summary.skipped} already there)", err=True)
+        click.echo(
+            f"{summary.records} records written to {output} ({summary.flagged} flagged, "
+            f"{summary.skipped} already there)",
+            err=True,
+        )
     if cluster:
         click.echo(cluster.report(), err=True)
 
 
 @main.command("eval")
-@click.option("--data", "data_path", required=True, type=click.Path(exists=True),
-              help="An IMHI-format CSV file, or a folder of them (task inferred from each query).")
+@click.option(
+    "--data",
+    "data_path",
+    required=True,
+    type=click.Path(exists=True),
+    help="An IMHI-format CSV file, or a folder of them (task inferred from each query).",
+)
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="At most N rows of each file.")
 @click.option("--explain", is_flag=True, help="Also generate explanations (slower; labels do not depend on it).")
-@click.option("--report", "report_stem", default="eval-report", show_default=True,
-              help="Write the report to STEM.json and STEM.md.")
+@click.option(
+    "--report",
+    "report_stem",
+    default="eval-report",
+    show_default=True,
+    help="Write the report to STEM.json and STEM.md.",
+)
 @analysis_options
 @sampling_options
 @model_options
-def eval_command(data_path, limit, explain, report_stem, max_tokens, free, prompts_dir, prompt_format,
-                 sampling, model_opts):
+def eval_command(
+    data_path, limit, explain, report_stem, max_tokens, free, prompts_dir, prompt_format, sampling, model_opts
+):
     """Score a model on IMHI-format data: accuracy, weighted F1 (the published metric), macro F1, unparsed."""
     taskset = load_tasks(prompts_dir)
     engine = open_engine(**model_opts)
-    analyzer = Analyzer(engine, explain=explain, free=free, max_tokens=max_tokens,
-                        sampling=sampling, prompt_format=prompt_format)
+    analyzer = Analyzer(
+        engine, explain=explain, free=free, max_tokens=max_tokens, sampling=sampling, prompt_format=prompt_format
+    )
     by_task: dict[str, list[dict]] = {}
     files = input_files(data_path)
     with _progress(sum(_count_rows(f, None, None, limit) for f in files), enabled=True) as bar:

@@ -8,22 +8,48 @@ import click
 
 from mental_edge import store
 from mental_edge.engine import Engine, Sampling, load_engine
-from mental_edge.errors import MentalEdgeError
 
 
 def model_options(func):
     """--model, --ctx, --threads, --gpu-layers: passed on as `model_opts`."""
 
-    @click.option("--model", "-m", "model", default=None, help="Store name or path of a model file (default: the store's only model).")
-    @click.option("--ctx", "n_ctx", type=click.IntRange(min=64), default=None, help="Context size in tokens (default 2048, at most the model's).")
+    @click.option(
+        "--model",
+        "-m",
+        "model",
+        default=None,
+        help="Store name or path of a model file (default: the store's only model).",
+    )
+    @click.option(
+        "--ctx",
+        "n_ctx",
+        type=click.IntRange(min=64),
+        default=None,
+        help="Context size in tokens (default 2048, at most the model's).",
+    )
     @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (default: all available).")
-    @click.option("--gpu-layers", type=int, default=None, help="Layers offloaded to the GPU (default: all when llama.cpp has a GPU backend, else none).")
-    @click.option("--slots", type=click.IntRange(min=1, max=64), default=None, help="Requests kept in flight at once (default 4; 1 is the strict one-at-a-time path).")
+    @click.option(
+        "--gpu-layers",
+        type=int,
+        default=None,
+        help="Layers offloaded to the GPU (default: all when llama.cpp has a GPU backend, else none).",
+    )
+    @click.option(
+        "--slots",
+        type=click.IntRange(min=1, max=64),
+        default=None,
+        help="Requests kept in flight at once (default 4; 1 is the strict one-at-a-time path).",
+    )
     @click.option("--sequential", is_flag=True, help="One request at a time (the same as --slots 1).")
     @functools.wraps(func)
     def wrapper(*args, model, n_ctx, threads, gpu_layers, slots, sequential, **kwargs):
-        opts = {"model": model, "n_ctx": n_ctx, "threads": threads, "gpu_layers": gpu_layers,
-                "slots": 1 if sequential else slots}
+        opts = {
+            "model": model,
+            "n_ctx": n_ctx,
+            "threads": threads,
+            "gpu_layers": gpu_layers,
+            "slots": 1 if sequential else slots,
+        }
         return func(*args, model_opts=opts, **kwargs)
 
     return wrapper
@@ -32,7 +58,9 @@ def model_options(func):
 def sampling_options(func):
     """--temperature, --top-p, --seed: passed on as `sampling`."""
 
-    @click.option("--temperature", type=click.FloatRange(min=0), default=0.0, show_default=True, help="0 is greedy decoding.")
+    @click.option(
+        "--temperature", type=click.FloatRange(min=0), default=0.0, show_default=True, help="0 is greedy decoding."
+    )
     @click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True)
     @click.option("--seed", type=int, default=0, show_default=True, help="Sampling seed (recorded with results).")
     @functools.wraps(func)
@@ -50,8 +78,9 @@ def open_engine(model: str | None, n_ctx=None, threads=None, gpu_layers=None, sl
     else:
         path = store.resolve_model(model)
         entry = store.find_model(model) if not _is_path(model) else None
-    engine = load_engine(path, n_ctx=n_ctx, threads=threads, gpu_layers=gpu_layers, slots=slots,
-                         name=entry.name if entry else None)
+    engine = load_engine(
+        path, n_ctx=n_ctx, threads=threads, gpu_layers=gpu_layers, slots=slots, name=entry.name if entry else None
+    )
     if entry is not None and entry.sha256:
         engine.info.sha256 = entry.sha256  # the store hashed the file once; no need to read gigabytes again
     return engine

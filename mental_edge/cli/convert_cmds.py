@@ -27,10 +27,19 @@ def _checkpoint(src: str, revision: str | None) -> tuple[Path, str | None, str |
 
 @main.command()
 @click.argument("src")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
-              help="The GGUF file to write (for BART: the CTranslate2 folder to create).")
-@click.option("--outtype", type=click.Choice(["f32", "f16", "bf16", "q8_0", "int8"]), default=None,
-              help="Type of the converted weights (1-D tensors stay f32); default f16, for BART int8.")
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="The GGUF file to write (for BART: the CTranslate2 folder to create).",
+)
+@click.option(
+    "--outtype",
+    type=click.Choice(["f32", "f16", "bf16", "q8_0", "int8"]),
+    default=None,
+    help="Type of the converted weights (1-D tensors stay f32); default f16, for BART int8.",
+)
 @click.option("--quant", help="Then quantize with llama.cpp to this type (Q4_K_M, Q8_0, ...).")
 @click.option("--revision", help="Hub branch, tag or commit (with a hub id).")
 def convert(src, output, outtype, quant, revision):
@@ -39,8 +48,16 @@ def convert(src, output, outtype, quant, revision):
 
     folder, repo, revision = _checkpoint(src, revision)
     try:
-        path = convert_checkpoint(folder, output, outtype=outtype, quant=quant, source=repo, revision=revision,
-                                  progress=_progress, on_quantized=_report_fallbacks)
+        path = convert_checkpoint(
+            folder,
+            output,
+            outtype=outtype,
+            quant=quant,
+            source=repo,
+            revision=revision,
+            progress=_progress,
+            on_quantized=_report_fallbacks,
+        )
     except ConversionError as exc:
         raise MentalEdgeError(str(exc)) from None
     click.echo(str(path))

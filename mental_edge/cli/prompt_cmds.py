@@ -11,12 +11,22 @@ from mental_edge.tasks import FORMS, load_tasks
 
 @main.command("prompt")
 @click.option("--task", "task_name", required=True, help="Task name, a family (Irf) or 'all'; case-insensitive.")
-@click.option("--form", type=click.Choice(FORMS), default=None,
-              help="Prompt form (default: the task's first form, instruction for the English tasks).")
-@click.option("--prompts", "prompts_dir", type=click.Path(file_okay=False), default=None,
-              help="Folder of task files and templates adding to or overriding the package's.")
-@click.option("--model", "-m", default=None,
-              help="Show the model's own form and wrapper, with its BOS and control tokens.")
+@click.option(
+    "--form",
+    type=click.Choice(FORMS),
+    default=None,
+    help="Prompt form (default: the task's first form, instruction for the English tasks).",
+)
+@click.option(
+    "--prompts",
+    "prompts_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Folder of task files and templates adding to or overriding the package's.",
+)
+@click.option(
+    "--model", "-m", default=None, help="Show the model's own form and wrapper, with its BOS and control tokens."
+)
 @click.argument("text", required=False)
 def prompt_command(task_name, form, prompts_dir, model, text):
     """Print the prompt for TEXT (or the post read from stdin)."""

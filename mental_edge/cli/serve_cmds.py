@@ -11,18 +11,47 @@ from mental_edge.cli.common import model_options, open_engine
 
 
 @main.command()
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (other than loopback needs --api-key).")
+@click.option(
+    "--host", default="127.0.0.1", show_default=True, help="Address to bind (other than loopback needs --api-key)."
+)
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
-@click.option("--api-key", envvar="MENTAL_EDGE_API_KEY", default=None, help="Clients must send 'Authorization: Bearer KEY' (also read from MENTAL_EDGE_API_KEY).")
-@click.option("--max-body", type=click.IntRange(min=1024), default=1 << 20, show_default=True, help="Largest request body in bytes.")
-@click.option("--max-post-chars", type=click.IntRange(min=1), default=32_000, show_default=True, help="Longest post, message or prompt in characters.")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=300.0, show_default=True, help="Seconds one request may take, queueing included.")
-@click.option("--log-requests", is_flag=True, help="Log each request with its body (posts!) and the access log; off by default.")
+@click.option(
+    "--api-key",
+    envvar="MENTAL_EDGE_API_KEY",
+    default=None,
+    help="Clients must send 'Authorization: Bearer KEY' (also read from MENTAL_EDGE_API_KEY).",
+)
+@click.option(
+    "--max-body",
+    type=click.IntRange(min=1024),
+    default=1 << 20,
+    show_default=True,
+    help="Largest request body in bytes.",
+)
+@click.option(
+    "--max-post-chars",
+    type=click.IntRange(min=1),
+    default=32_000,
+    show_default=True,
+    help="Longest post, message or prompt in characters.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=300.0,
+    show_default=True,
+    help="Seconds one request may take, queueing included.",
+)
+@click.option(
+    "--log-requests", is_flag=True, help="Log each request with its body (posts!) and the access log; off by default."
+)
 @model_options
 def serve(host, port, api_key, max_body, max_post_chars, timeout, log_requests, model_opts):
     """Serve a model over HTTP: /v1/analyze, OpenAI-style /v1/chat/completions and /v1/completions."""
-    from mental_edge.serve import ServeSettings, serve as run_server
+    from mental_edge.serve import ServeSettings
+    from mental_edge.serve import serve as run_server
 
-    settings = ServeSettings(api_key=api_key, max_body=max_body, max_post_chars=max_post_chars, timeout=timeout,
-                             log_requests=log_requests)
+    settings = ServeSettings(
+        api_key=api_key, max_body=max_body, max_post_chars=max_post_chars, timeout=timeout, log_requests=log_requests
+    )
     run_server(functools.partial(open_engine, **model_opts), host=host, port=port, settings=settings)

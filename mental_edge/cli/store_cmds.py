@@ -16,7 +16,9 @@ def _say(message: str) -> None:
 @click.argument("name_or_repo")
 @click.option("--quant", help="llama.cpp type to quantize to, or to pick from a GGUF repo (Q4_K_M, Q8_0, ...).")
 @click.option("--revision", help="Branch, tag or commit on the hub (default: main).")
-@click.option("--outtype", type=click.Choice(["f32", "f16", "bf16", "q8_0", "int8"]), help="Converted type before --quant.")
+@click.option(
+    "--outtype", type=click.Choice(["f32", "f16", "bf16", "q8_0", "int8"]), help="Converted type before --quant."
+)
 @click.option("--keep-download", is_flag=True, help="Keep the downloaded checkpoint after conversion.")
 def pull(name_or_repo, quant, revision, outtype, keep_download):
     """Download a model (short name or hub id), convert it if needed, and add it to the store."""
@@ -68,4 +70,6 @@ def rm(name):
 
 
 def _summary(entry: store.ModelEntry) -> str:
-    return f"{entry.name}: {entry.architecture} {entry.quant}, {store.size_text(entry.size)}, sha256 {entry.sha256[:12]}"
+    return (
+        f"{entry.name}: {entry.architecture} {entry.quant}, {store.size_text(entry.size)}, sha256 {entry.sha256[:12]}"
+    )

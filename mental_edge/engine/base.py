@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 
 
 @dataclass(frozen=True)
@@ -140,8 +140,9 @@ class Engine(ABC):
             if req.candidates:
                 req.scores = self.score(req.prompt, req.candidates)
             if req.follow is not None:
-                gen = self.generate(req.follow(req.scores or []), max_tokens=req.max_tokens,
-                                    sampling=req.sampling, stop=req.stop)
+                gen = self.generate(
+                    req.follow(req.scores or []), max_tokens=req.max_tokens, sampling=req.sampling, stop=req.stop
+                )
                 pieces = []
                 for piece in gen:
                     pieces.append(piece)
@@ -186,5 +187,5 @@ class Engine(ABC):
     ) -> Generation:
         """Stream the continuation of the prompt; reuses the cache of the longest common prefix."""
 
-    def close(self):
+    def close(self):  # noqa: B027 - optional: engines without resources keep it
         """Free the model."""

@@ -10,8 +10,8 @@ through the `tokenizers` package; text in a post never becomes a special token.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 from mental_edge.engine.base import Engine, Generation, ModelInfo, Sampling, Segment, Seq2SeqPrompt
 from mental_edge.errors import MentalEdgeError
@@ -31,8 +31,15 @@ def _import_ctranslate2():
 class CT2Engine(Engine):
     encoder_decoder = True
 
-    def __init__(self, path: str | Path, *, n_ctx: int | None = None, threads: int | None = None,
-                 gpu_layers: int | None = None, name: str | None = None):
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        n_ctx: int | None = None,
+        threads: int | None = None,
+        gpu_layers: int | None = None,
+        name: str | None = None,
+    ):
         ct2 = _import_ctranslate2()
         from tokenizers import Tokenizer
 
@@ -51,13 +58,23 @@ class CT2Engine(Engine):
         n_ctx_train = int(meta.get("n_ctx", 1024))
         self.n_ctx = min(n_ctx or n_ctx_train, n_ctx_train)
         self.info = ModelInfo(
-            path=folder / "model.bin", name=name or meta.get("name") or folder.name, architecture="bart",
-            quantization=str(meta.get("weights", "unknown")).upper(), n_ctx_train=n_ctx_train,
-            n_params=int(meta.get("n_params", 0)), chat_template=None, add_bos=True,
-            engine=f"CTranslate2 {ct2.__version__}", metadata=meta,
+            path=folder / "model.bin",
+            name=name or meta.get("name") or folder.name,
+            architecture="bart",
+            quantization=str(meta.get("weights", "unknown")).upper(),
+            n_ctx_train=n_ctx_train,
+            n_params=int(meta.get("n_params", 0)),
+            chat_template=None,
+            add_bos=True,
+            engine=f"CTranslate2 {ct2.__version__}",
+            metadata=meta,
         )
-        self.settings = {"n_ctx": self.n_ctx, "threads": threads or 0, "device": device,
-                         "compute_type": self._translator.compute_type}
+        self.settings = {
+            "n_ctx": self.n_ctx,
+            "threads": threads or 0,
+            "device": device,
+            "compute_type": self._translator.compute_type,
+        }
 
     # -- tokens ---------------------------------------------------------------------------------
 
@@ -113,9 +130,9 @@ class CT2Engine(Engine):
         if longest + 2 > self.n_ctx:
             raise MentalEdgeError(f"an answer of {longest} tokens does not fit the decoder's {self.n_ctx}")
         scored = [i for i, c in enumerate(continuations) if c]
-        results = self._translator.score_batch([source] * len(scored),
-                                               [[self._bos, *self._pieces(continuations[i])] for i in scored],
-                                               max_input_length=0)
+        results = self._translator.score_batch(
+            [source] * len(scored), [[self._bos, *self._pieces(continuations[i])] for i in scored], max_input_length=0
+        )
         scores = [0.0] * len(continuations)
         for i, result in zip(scored, results):
             scores[i] = float(sum(result.log_probs[1:-1]))
@@ -134,8 +151,11 @@ class CT2Engine(Engine):
         if sampling.greedy:
             return {"sampling_topk": 1}
         self._ct2.set_random_seed(sampling.seed)
-        return {"sampling_topk": sampling.top_k or 0, "sampling_topp": sampling.top_p,
-                "sampling_temperature": sampling.temperature}
+        return {
+            "sampling_topk": sampling.top_k or 0,
+            "sampling_topp": sampling.top_p,
+            "sampling_temperature": sampling.temperature,
+        }
 
     def _stream(self, source, target, max_tokens, sampling, stop, gen: Generation) -> Iterator[str]:
         from mental_edge.engine.llama import StopText
@@ -143,9 +163,13 @@ class CT2Engine(Engine):
         gen.prompt_tokens = len(source)
         prefix = [self._bos, *self._pieces(target)]
         length = min(len(prefix) + max_tokens, self.n_ctx)
-        steps = self._translator.generate_tokens(self._source(source), target_prefix=prefix,
-                                                 max_decoding_length=length, max_input_length=0,
-                                                 **self._options(sampling))
+        steps = self._translator.generate_tokens(
+            self._source(source),
+            target_prefix=prefix,
+            max_decoding_length=length,
+            max_input_length=0,
+            **self._options(sampling),
+        )
         made: list[int] = []
         shown, stream = "", StopText(stop)
         gen.finish_reason = "length" if length == len(prefix) + max_tokens else "context"
@@ -161,14 +185,14 @@ class CT2Engine(Engine):
                 text = self.detokenize(made)
                 if text.endswith("\ufffd"):  # a character split across byte-level tokens: wait for the rest
                     continue
-                out = stream.feed(text[len(shown):].encode("utf-8"))
+                out = stream.feed(text[len(shown) :].encode("utf-8"))
                 shown = text
                 if out:
                     yield out
                 if stream.stopped:
                     gen.finish_reason = "stop"
                     return
-            rest = stream.flush() + self.detokenize(made)[len(shown):]
+            rest = stream.flush() + self.detokenize(made)[len(shown) :]
             if rest:
                 yield rest
         finally:

@@ -10,8 +10,8 @@ import codecs
 import ctypes
 import os
 import re
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import llama_cpp
 import numpy as np
@@ -42,7 +42,7 @@ CPU_UBATCH = 32
 CPU_VALUE_TYPE = GGMLQuantizationType.BF16
 
 FILE_TYPES = {
-    value: name[len("LLAMA_FTYPE_MOSTLY_"):]
+    value: name[len("LLAMA_FTYPE_MOSTLY_") :]
     for name, value in vars(llama_cpp).items()
     if name.startswith("LLAMA_FTYPE_MOSTLY_") and isinstance(value, int)
 }
@@ -131,10 +131,17 @@ class LlamaEngine(Engine):
             engine=f"llama.cpp (llama-cpp-python {llama_cpp.__version__})",
             metadata=meta,
         )
-        self.settings = {"n_ctx": self.n_ctx, "threads": threads, "gpu_layers": gpu_layers, "n_batch": n_batch,
-                         "ubatch": self.n_ubatch, "slots": self.slots, "cache_cells": self.n_cells,
-                         "flash_attn": self.flash_attn,
-                         "cache_types": f"keys f16, values {self.value_type.name.lower()}"}
+        self.settings = {
+            "n_ctx": self.n_ctx,
+            "threads": threads,
+            "gpu_layers": gpu_layers,
+            "n_batch": n_batch,
+            "ubatch": self.n_ubatch,
+            "slots": self.slots,
+            "cache_cells": self.n_cells,
+            "flash_attn": self.flash_attn,
+            "cache_types": f"keys f16, values {self.value_type.name.lower()}",
+        }
         self.batcher = None  # the last batched run's Batcher, for its counts
 
     def _cache_cells(self, meta: dict) -> int:
@@ -351,7 +358,9 @@ class LlamaEngine(Engine):
     def score(self, prompt: Sequence[int], continuations: Sequence[Sequence[int]]) -> list[float]:
         longest = max((len(c) for c in continuations), default=0)
         if len(prompt) + longest > self.n_ctx:
-            raise ContextOverflow(f"prompt and answer need {len(prompt) + longest} tokens; the context holds {self.n_ctx}")
+            raise ContextOverflow(
+                f"prompt and answer need {len(prompt) + longest} tokens; the context holds {self.n_ctx}"
+            )
         self._ingest(prompt)
         first = _log_softmax(self._logits(self._last))
         scores = [float(first[c[0]]) if c else 0.0 for c in continuations]
@@ -461,8 +470,12 @@ class LlamaEngine(Engine):
     def perf(self) -> dict:
         """llama.cpp's own timings since the last reset (for the engine-overhead benchmark)."""
         data = llama_cpp.llama_perf_context(self._ctx.ctx)
-        return {"prompt_ms": data.t_p_eval_ms, "prompt_tokens": data.n_p_eval,
-                "gen_ms": data.t_eval_ms, "gen_tokens": data.n_eval}
+        return {
+            "prompt_ms": data.t_p_eval_ms,
+            "prompt_tokens": data.n_p_eval,
+            "gen_ms": data.t_eval_ms,
+            "gen_tokens": data.n_eval,
+        }
 
     def reset_perf(self) -> None:
         llama_cpp.llama_perf_context_reset(self._ctx.ctx)
@@ -499,9 +512,16 @@ class StopText:
                 self.stopped = True
                 out, self._held = self._held[:at], ""
                 return out
-        hold = max((k for s in self.stop for k in range(min(len(s) - 1, len(self._held)), 0, -1)
-                    if self._held.endswith(s[:k])), default=0)
-        out, self._held = self._held[: len(self._held) - hold], self._held[len(self._held) - hold:]
+        hold = max(
+            (
+                k
+                for s in self.stop
+                for k in range(min(len(s) - 1, len(self._held)), 0, -1)
+                if self._held.endswith(s[:k])
+            ),
+            default=0,
+        )
+        out, self._held = self._held[: len(self._held) - hold], self._held[len(self._held) - hold :]
         return out
 
     def flush(self) -> str:

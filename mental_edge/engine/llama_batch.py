@@ -23,8 +23,8 @@ is generated, and setting its `cancelled` stops it at its next token.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -118,8 +118,14 @@ class Batcher:
         of the same post): the request then starts from a copy of it instead of reading the post again."""
         limit = len(prompt) - 1
         held = max(min(_common(s.tokens, prompt), limit) for s in self.slots)
-        coming = max((min(_common(s.tokens + s.pending, prompt), limit) for s in self.slots
-                      if s.req is not None and s.phase == "ingest"), default=0)
+        coming = max(
+            (
+                min(_common(s.tokens + s.pending, prompt), limit)
+                for s in self.slots
+                if s.req is not None and s.phase == "ingest"
+            ),
+            default=0,
+        )
         return coming >= held + SHARE_MIN
 
     def _room_for(self, need: int) -> bool:
@@ -274,7 +280,7 @@ class Batcher:
 
     def _finish_scoring(self, slot: _Slot, placed, index) -> bool:
         req = slot.req
-        for (i, seq), toks in placed:
+        for (i, seq), _toks in placed:
             start = index[(id(slot), i)]
             cont = req.candidates[i]
             for j in range(1, len(cont)):

@@ -12,8 +12,8 @@ sequence ids, so each decoder sequence attends to the one encoder output.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import llama_cpp
 import numpy as np
@@ -21,7 +21,12 @@ from llama_cpp import _internals
 
 from mental_edge.engine.base import Engine, Generation, ModelInfo, Sampling, Segment, Seq2SeqPrompt
 from mental_edge.engine.llama import (
-    FILE_TYPES, ContextOverflow, LlamaEngine, _log_softmax, check_gguf, default_gpu_layers,
+    FILE_TYPES,
+    ContextOverflow,
+    LlamaEngine,
+    _log_softmax,
+    check_gguf,
+    default_gpu_layers,
     default_threads,
 )
 from mental_edge.errors import MentalEdgeError
@@ -36,8 +41,15 @@ class LlamaT5Engine(LlamaEngine):
     slots = 1
     run_requests = Engine.run_requests  # one request at a time, not the decoder-only engine's batching
 
-    def __init__(self, path: str | Path, *, n_ctx: int | None = None, threads: int | None = None,
-                 gpu_layers: int | None = None, name: str | None = None):
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        n_ctx: int | None = None,
+        threads: int | None = None,
+        gpu_layers: int | None = None,
+        name: str | None = None,
+    ):
         path = Path(path)
         check_gguf(path)
         threads = threads or default_threads()
@@ -186,9 +198,14 @@ class LlamaT5Engine(LlamaEngine):
 def _model_info(path: Path, name: str | None, model, n_ctx_train: int) -> ModelInfo:
     meta = model.metadata()
     return ModelInfo(
-        path=path, name=name or meta.get("general.name") or path.stem,
+        path=path,
+        name=name or meta.get("general.name") or path.stem,
         architecture=meta.get("general.architecture", "unknown"),
         quantization=FILE_TYPES.get(int(meta.get("general.file_type", -1)), "unknown"),
-        n_ctx_train=n_ctx_train, n_params=model.n_params(), chat_template=meta.get("tokenizer.chat_template"),
-        add_bos=False, engine=f"llama.cpp (llama-cpp-python {llama_cpp.__version__})", metadata=meta,
+        n_ctx_train=n_ctx_train,
+        n_params=model.n_params(),
+        chat_template=meta.get("tokenizer.chat_template"),
+        add_bos=False,
+        engine=f"llama.cpp (llama-cpp-python {llama_cpp.__version__})",
+        metadata=meta,
     )

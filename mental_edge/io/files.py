@@ -27,7 +27,7 @@ def write_all(fd: int, data: bytes) -> None:
     """os.write until every byte is written (a write to a regular file may be short)."""
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 def atomic_write_text(path, text: str, mode: int = PRIVATE_MODE) -> Path:

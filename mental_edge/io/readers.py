@@ -14,9 +14,10 @@ import csv
 import json
 import re
 import sys
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Iterable, Iterator
+from typing import IO
 
 from mental_edge.errors import MentalEdgeError
 
@@ -46,8 +47,14 @@ class InputRow:
     gold: str | None = None
 
 
-def read_input(text: str | None = None, path=None, stdin: IO | None = None, *,
-               text_column: str | None = None, id_column: str | None = None) -> Iterator[InputRow]:
+def read_input(
+    text: str | None = None,
+    path=None,
+    stdin: IO | None = None,
+    *,
+    text_column: str | None = None,
+    id_column: str | None = None,
+) -> Iterator[InputRow]:
     """The rows of whichever input was given: a text argument, a file, or else stdin."""
     if text is not None and path is not None:
         raise MentalEdgeError("give either a text argument or --input FILE, not both")
@@ -81,8 +88,7 @@ def _decode(line, index: int) -> str:
     return text.removeprefix("\ufeff") if index == 0 else text
 
 
-def read_file(path, *, text_column: str | None = None,
-              id_column: str | None = None) -> Iterator[InputRow]:
+def read_file(path, *, text_column: str | None = None, id_column: str | None = None) -> Iterator[InputRow]:
     """Rows of a .txt, .csv (IMHI query files included) or .jsonl file, streamed.
 
     Errors about the file as a whole are raised here, before the first row is read.
@@ -90,8 +96,7 @@ def read_file(path, *, text_column: str | None = None,
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
-        raise MentalEdgeError(f"{path}: unsupported input type {suffix or '(no suffix)'!r}; "
-                              f"use {', '.join(SUFFIXES)}")
+        raise MentalEdgeError(f"{path}: unsupported input type {suffix or '(no suffix)'!r}; use {', '.join(SUFFIXES)}")
     if suffix == ".txt" and (text_column or id_column):
         raise MentalEdgeError(f"{path}: --text-column and --id-column apply to .csv and .jsonl inputs")
     handle = _open_text(path)
@@ -178,8 +183,7 @@ def _csv_body(handle, reader, path, header, text_column, id_column) -> Iterator[
             if not cells:
                 continue  # a blank line between records, not a post
             number += 1
-            yield _row_from_fields(dict(zip(header, cells)), path, number, text_column, id_column,
-                                   gold_column)
+            yield _row_from_fields(dict(zip(header, cells)), path, number, text_column, id_column, gold_column)
 
 
 def _jsonl_rows(handle: IO[str], path: Path, text_column, id_column) -> Iterator[InputRow]:
@@ -218,8 +222,10 @@ def _pick_text_column(path: Path, columns: list[str], wanted: str | None) -> str
     for name in TEXT_COLUMNS:
         if name in columns:
             return name
-    raise MentalEdgeError(f"{path}: no text column (looked for {', '.join(TEXT_COLUMNS)}); "
-                          f"columns: {_names(columns)}; choose one with --text-column")
+    raise MentalEdgeError(
+        f"{path}: no text column (looked for {', '.join(TEXT_COLUMNS)}); "
+        f"columns: {_names(columns)}; choose one with --text-column"
+    )
 
 
 def _check_id_column(path: Path, columns: list[str], wanted: str | None) -> None:
@@ -231,16 +237,18 @@ def _names(columns: list[str]) -> str:
     return ", ".join(repr(_printable(str(c))) for c in columns) or "(none)"
 
 
-def _row_from_fields(fields: dict, path: Path, number: int, text_column: str,
-                     id_column: str | None, gold_column: str | None) -> InputRow:
+def _row_from_fields(
+    fields: dict, path: Path, number: int, text_column: str, id_column: str | None, gold_column: str | None
+) -> InputRow:
     row_id = str(number) if id_column is None else _id_value(fields.get(id_column), number)
     gold = fields.get(gold_column) if gold_column else None
     if text_column not in fields:
         return InputRow(row_id, None, str(path), number, flag=f"missing field {text_column!r}")
     text = fields[text_column]
     if text is not None and not isinstance(text, str):
-        return InputRow(row_id, None, str(path), number,
-                        flag=f"field {text_column!r} is a {type(text).__name__}, not text")
+        return InputRow(
+            row_id, None, str(path), number, flag=f"field {text_column!r} is a {type(text).__name__}, not text"
+        )
     gold = gold if isinstance(gold, str) and not _SURROGATE.search(gold) else None
     return _make_row(row_id, text or "", str(path), number, gold=gold, where=f" in {text_column!r}")
 
@@ -252,8 +260,9 @@ def _id_value(value, number: int) -> str:
     return _printable(str(value))
 
 
-def _make_row(row_id: str, text: str, source: str, number: int, *, gold: str | None = None,
-              where: str = "") -> InputRow:
+def _make_row(
+    row_id: str, text: str, source: str, number: int, *, gold: str | None = None, where: str = ""
+) -> InputRow:
     bad = _SURROGATE.search(text)
     if bad:
         byte = ord(bad.group()) - 0xDC00

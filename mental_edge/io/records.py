@@ -15,8 +15,9 @@ import io
 import json
 import os
 import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from mental_edge.errors import MentalEdgeError
 from mental_edge.io.files import create_private, write_all
@@ -32,8 +33,15 @@ class RecordWriter:
     resume), fixed once written; nested values (probabilities, run info) are JSON in their cell.
     """
 
-    def __init__(self, path, resume: bool = False, *, fields: list[str] | None = None,
-                 fsync_every: int = 20, fsync_seconds: float = 1.0):
+    def __init__(
+        self,
+        path,
+        resume: bool = False,
+        *,
+        fields: list[str] | None = None,
+        fsync_every: int = 20,
+        fsync_seconds: float = 1.0,
+    ):
         self.path = Path(path)
         self.format = _format_of(self.path)
         self.fields = list(fields) if fields else None
@@ -45,16 +53,18 @@ class RecordWriter:
 
     def _open(self, resume: bool) -> int:
         if self.path.exists() and not resume:
-            raise MentalEdgeError(f"{self.path} already exists: pass --resume to continue it, "
-                                  f"or choose another output file")
+            raise MentalEdgeError(
+                f"{self.path} already exists: pass --resume to continue it, or choose another output file"
+            )
         if self.path.exists():
             self._load_existing()
             return _open_append(self.path)
         try:
             return create_private(self.path)
         except FileExistsError:  # created between our check and the open
-            raise MentalEdgeError(f"{self.path} already exists: pass --resume to continue it, "
-                                  f"or choose another output file") from None
+            raise MentalEdgeError(
+                f"{self.path} already exists: pass --resume to continue it, or choose another output file"
+            ) from None
 
     def _load_existing(self) -> None:
         data = _read_bytes(self.path)
@@ -74,8 +84,7 @@ class RecordWriter:
         write_all(self._fd, self._encode(record))
         self.done.add(_key(record))
         self._unsynced += 1
-        if (self._unsynced >= self._fsync_every
-                or time.monotonic() - self._last_sync >= self._fsync_seconds):
+        if self._unsynced >= self._fsync_every or time.monotonic() - self._last_sync >= self._fsync_seconds:
             self.sync()
 
     def sync(self) -> None:
@@ -106,8 +115,9 @@ class RecordWriter:
             self.fields = list(record)
         extra = [k for k in record if k not in self.fields]
         if extra:
-            raise MentalEdgeError(f"{self.path}: record fields {extra} are not among the CSV "
-                                  f"columns {self.fields}; write to a new file")
+            raise MentalEdgeError(
+                f"{self.path}: record fields {extra} are not among the CSV columns {self.fields}; write to a new file"
+            )
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         if not self._header_written:
@@ -174,10 +184,9 @@ def _scan_jsonl(data: bytes, path: Path) -> tuple[set, int]:
         if line.strip():
             record = _json_line(line)
             if record is None:
-                if data[end + 1:].strip():
+                if data[end + 1 :].strip():
                     number = data.count(b"\n", 0, pos) + 1
-                    raise MentalEdgeError(f"{path}: line {number} is not a JSON record; cannot "
-                                          f"resume this file safely")
+                    raise MentalEdgeError(f"{path}: line {number} is not a JSON record; cannot resume this file safely")
                 return keys, pos
             keys.add(_key(record))
         pos = end + 1
@@ -213,8 +222,9 @@ def _scan_csv(data: bytes, path: Path) -> tuple[list[str] | None, set, int]:
     except csv.Error:
         pass  # a quoted field left open by a kill ends the complete rows
     if not lines.at_end:
-        raise MentalEdgeError(f"{path}: the record on line {reader.line_num} is malformed; cannot "
-                              f"resume this file safely")
+        raise MentalEdgeError(
+            f"{path}: the record on line {reader.line_num} is malformed; cannot resume this file safely"
+        )
     return header, keys, good_end
 
 
@@ -241,7 +251,7 @@ class _LineTracker:
             raise StopIteration
         end = self._text.find("\n", self._pos)
         end = len(self._text) if end < 0 else end + 1
-        line = self._text[self._pos:end]
+        line = self._text[self._pos : end]
         self._pos = end
         self.byte_offset += len(line.encode("utf-8", "surrogateescape"))
         self.ended_with_newline = line.endswith("\n")

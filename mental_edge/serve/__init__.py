@@ -38,8 +38,9 @@ def is_loopback(host: str) -> bool:
 def check_bind(host: str, api_key: str | None) -> None:
     """Anything but loopback is reachable by others: refuse it without a key."""
     if not is_loopback(host) and not api_key:
-        raise MentalEdgeError(f"--host {host} is reachable from other machines: set --api-key "
-                              "(or MENTAL_EDGE_API_KEY) to serve there")
+        raise MentalEdgeError(
+            f"--host {host} is reachable from other machines: set --api-key (or MENTAL_EDGE_API_KEY) to serve there"
+        )
 
 
 def serve(engine_opener, *, host: str = "127.0.0.1", port: int = 8000, settings=None) -> None:
@@ -50,8 +51,9 @@ def serve(engine_opener, *, host: str = "127.0.0.1", port: int = 8000, settings=
         from mental_edge.serve.app import BodyLimit, create_app
         from mental_edge.serve.worker import EngineWorker
     except ImportError as exc:
-        raise MentalEdgeError(f"serving needs the serve extra ({exc.name} is missing): "
-                              "pip install 'mental-edge[serve]'") from None
+        raise MentalEdgeError(
+            f"serving needs the serve extra ({exc.name} is missing): pip install 'mental-edge[serve]'"
+        ) from None
     settings = settings or ServeSettings()
     check_bind(host, settings.api_key)
     engine = engine_opener()
@@ -61,11 +63,20 @@ def serve(engine_opener, *, host: str = "127.0.0.1", port: int = 8000, settings=
     if settings.log_requests:
         logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s")
     app = BodyLimit(create_app(worker, settings), settings.max_body, settings.log_requests)
-    print(f"mental-edge serving {engine.info.name} on http://{host}:{port} (OpenAPI at /docs)",
-          file=sys.stderr, flush=True)
+    print(
+        f"mental-edge serving {engine.info.name} on http://{host}:{port} (OpenAPI at /docs)",
+        file=sys.stderr,
+        flush=True,
+    )
     try:
-        uvicorn.run(app, host=host, port=port, access_log=settings.log_requests,
-                    log_level="info" if settings.log_requests else "warning", timeout_graceful_shutdown=5)
+        uvicorn.run(
+            app,
+            host=host,
+            port=port,
+            access_log=settings.log_requests,
+            log_level="info" if settings.log_requests else "warning",
+            timeout_graceful_shutdown=5,
+        )
     finally:
         worker.stop()
         engine.close()

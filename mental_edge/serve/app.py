@@ -40,8 +40,11 @@ def error_response(status: int, message: str, kind: str = "invalid_request_error
 def create_app(worker: EngineWorker, settings: ServeSettings) -> FastAPI:
     from mental_edge.serve.routes import router
 
-    app = FastAPI(title="mental-edge", version=__version__,
-                  description="Local mental-health analysis models for non-clinical research.")
+    app = FastAPI(
+        title="mental-edge",
+        version=__version__,
+        description="Local mental-health analysis models for non-clinical research.",
+    )
     app.state.worker, app.state.settings, app.state.started = worker, settings, int(time.time())
     bearer = HTTPBearer(auto_error=False, description="The server's --api-key")
 
@@ -59,8 +62,10 @@ def create_app(worker: EngineWorker, settings: ServeSettings) -> FastAPI:
     @app.get("/v1/models", dependencies=[Depends(check_key)])
     def models():
         info = worker.engine.info
-        return {"object": "list", "data": [{"id": info.name, "object": "model", "created": app.state.started,
-                                            "owned_by": "mental-edge"}]}
+        return {
+            "object": "list",
+            "data": [{"id": info.name, "object": "model", "created": app.state.started, "owned_by": "mental-edge"}],
+        }
 
     app.include_router(router, dependencies=[Depends(check_key)])
     _add_error_handlers(app)
@@ -132,6 +137,11 @@ class BodyLimit:
 
 async def _send_error(send, status: int, message: str) -> None:
     body = json.dumps({"error": {"message": message, "type": "invalid_request_error", "code": status}}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": body})

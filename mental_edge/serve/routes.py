@@ -9,7 +9,8 @@ import re
 import time
 import uuid
 
-from fastapi import APIRouter, Request as HttpRequest
+from fastapi import APIRouter
+from fastapi import Request as HttpRequest
 from fastapi.concurrency import run_in_threadpool
 from sse_starlette.sse import EventSourceResponse
 
@@ -39,8 +40,14 @@ def analyze(body: AnalyzeRequest, http: HttpRequest):
         _check_length(row_id, f"posts[{n - 1}].id", settings.max_post_chars)
         rows.append(_make_row(row_id, text, "request", n))
     engine = SharedEngine(worker, settings.timeout)
-    analyzer = Analyzer(engine, explain=body.explain, free=body.free, max_tokens=body.max_tokens,
-                        sampling=body.sampling(), prompt_format=body.prompt_format)
+    analyzer = Analyzer(
+        engine,
+        explain=body.explain,
+        free=body.free,
+        max_tokens=body.max_tokens,
+        sampling=body.sampling(),
+        prompt_format=body.prompt_format,
+    )
     taskset = _taskset(http)
     language = "zh" if engine.info.architecture == "chatglm" else "en"
     tasks = [t for name in dict.fromkeys(body.tasks) for t in taskset.get(name, language=language)]
@@ -109,8 +116,13 @@ def _generation(engine, prompt: list[int], max_tokens: int | None, body, stop) -
     asked = body.stops()
     if len(asked) > 4 or any(len(s) > 200 for s in asked):
         raise ApiError(400, "stop: at most 4 strings of at most 200 characters")
-    return Request(prompt=prompt, follow=lambda scores: prompt, max_tokens=min(max_tokens or room, room),
-                   sampling=body.sampling(), stop=stop)
+    return Request(
+        prompt=prompt,
+        follow=lambda scores: prompt,
+        max_tokens=min(max_tokens or room, room),
+        sampling=body.sampling(),
+        stop=stop,
+    )
 
 
 async def _respond(http, req: Request, stream: bool, kind: str, model: str):
@@ -187,8 +199,11 @@ class _Shape:
             choice = {"index": 0, "message": {"role": "assistant", "content": req.text}, "finish_reason": reason}
         else:
             choice = {"index": 0, "text": req.text, "logprobs": None, "finish_reason": reason}
-        usage = {"prompt_tokens": self.prompt_tokens, "completion_tokens": req.generated_tokens,
-                 "total_tokens": self.prompt_tokens + req.generated_tokens}
+        usage = {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": req.generated_tokens,
+            "total_tokens": self.prompt_tokens + req.generated_tokens,
+        }
         return {**self._head(self.kind), "choices": [choice], "usage": usage}
 
     def chunk(self, text: str | None = None, role: bool = False, done: Request | None = None) -> dict:

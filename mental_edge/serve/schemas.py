@@ -6,7 +6,7 @@ characters, a prompt's tokens) are checked by the routes.
 
 from __future__ import annotations
 
-from typing import Literal, Optional, Union
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -24,7 +24,7 @@ SEED_MAX = 2**32 - 1
 class _Sampled(BaseModel):
     temperature: float = Field(0.0, ge=0, le=2, description="0 is greedy decoding (the default here).")
     top_p: float = Field(1.0, gt=0, le=1)
-    seed: Optional[int] = Field(None, ge=0, le=SEED_MAX, description="Sampling seed (0 when not given).")
+    seed: int | None = Field(None, ge=0, le=SEED_MAX, description="Sampling seed (0 when not given).")
 
     def sampling(self) -> Sampling:
         return Sampling(temperature=self.temperature, top_p=self.top_p, seed=self.seed or 0)
@@ -38,14 +38,16 @@ class Post(BaseModel):
 
 class AnalyzeRequest(_Sampled):
     model_config = ConfigDict(extra="forbid")
-    posts: list[Union[str, Post]] = Field(..., min_length=1, max_length=MAX_POSTS,
-                                          description="Posts as text (ids 1, 2, ...) or {id, text}.")
-    tasks: list[str] = Field(..., min_length=1, max_length=MAX_TASKS,
-                             description="Task names, families or 'all', as `analyze --task`.")
+    posts: list[str | Post] = Field(
+        ..., min_length=1, max_length=MAX_POSTS, description="Posts as text (ids 1, 2, ...) or {id, text}."
+    )
+    tasks: list[str] = Field(
+        ..., min_length=1, max_length=MAX_TASKS, description="Task names, families or 'all', as `analyze --task`."
+    )
     max_tokens: int = Field(DEFAULT_MAX_TOKENS, ge=1, le=MAX_GENERATED, description="Most tokens of explanation.")
     explain: bool = True
     free: bool = Field(False, description="Let the model answer freely and parse its label.")
-    prompt_format: Optional[Literal[tuple(FORMATS)]] = None  # type: ignore[valid-type]
+    prompt_format: Literal[tuple(FORMATS)] | None = None  # type: ignore[valid-type]
 
 
 class ChatMessage(BaseModel):
@@ -56,8 +58,8 @@ class ChatMessage(BaseModel):
 class _OpenAI(_Sampled):
     """What the OpenAI endpoints share; unknown fields are ignored, as clients send many."""
 
-    model: Optional[str] = Field(None, description="Ignored: the server runs one model.")
-    stop: Union[str, list[str], None] = Field(None, description="Up to 4 stop strings.")
+    model: str | None = Field(None, description="Ignored: the server runs one model.")
+    stop: str | list[str] | None = Field(None, description="Up to 4 stop strings.")
     stream: bool = False
     n: int = Field(1, ge=1, le=1, description="Only one choice.")
 
@@ -68,7 +70,7 @@ class _OpenAI(_Sampled):
 
 class ChatRequest(_OpenAI):
     messages: list[ChatMessage] = Field(..., min_length=1, max_length=MAX_MESSAGES)
-    max_tokens: Optional[int] = Field(None, ge=1, le=MAX_GENERATED, description="Default: what the context leaves.")
+    max_tokens: int | None = Field(None, ge=1, le=MAX_GENERATED, description="Default: what the context leaves.")
 
 
 class CompletionRequest(_OpenAI):

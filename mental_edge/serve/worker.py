@@ -11,8 +11,8 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from mental_edge.engine import Engine, Request
 from mental_edge.errors import MentalEdgeError
@@ -133,8 +133,9 @@ class EngineWorker:
                 self._fail(job, "cancelled", count=False)
                 continue
             if self._batches() and _need(job.req) > self.engine.n_cells:
-                self._fail(job, f"the request needs {_need(job.req)} tokens of cache; the server holds "
-                                f"{self.engine.n_cells}")
+                self._fail(
+                    job, f"the request needs {_need(job.req)} tokens of cache; the server holds {self.engine.n_cells}"
+                )
                 continue
             self._jobs[id(job.req)] = job
             yield job.req
