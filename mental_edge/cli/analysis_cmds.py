@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import sys
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from pathlib import Path
 
 import click
@@ -14,6 +14,7 @@ from mental_edge.cli import main
 from mental_edge.cli.common import model_options, open_engine, sampling_options
 from mental_edge.distributed import RayAnalysis, model_spec
 from mental_edge.errors import MentalEdgeError
+from mental_edge.io.lock import hold_output
 from mental_edge.io.readers import input_files, is_imhi_file, read_file, read_input
 from mental_edge.io.records import RecordWriter
 from mental_edge.prompt_format import FORMATS
@@ -128,8 +129,12 @@ def analyze(
         "sampling": sampling,
         "prompt_format": prompt_format,
     }
-    cluster = RayAnalysis(ray_address, model_spec(**model_opts), settings, ray_workers) if ray_address else None
-    with cluster or nullcontext():
+    with ExitStack() as stack:
+        if output:  # locked before the model loads: a second run on this output stops at once (io/lock.py)
+            stack.enter_context(hold_output(output))
+        cluster = None
+        if ray_address:
+            cluster = stack.enter_context(RayAnalysis(ray_address, model_spec(**model_opts), settings, ray_workers))
         if cluster:
             language, analyze_rows = cluster.language, cluster.run_analysis
         else:
@@ -185,6 +190,11 @@ def eval_command(
 ):
     """Score a model on IMHI-format data: accuracy, weighted F1 (the published metric), macro F1, unparsed."""
     taskset = load_tasks(prompts_dir)
+    with hold_output(report_stem):  # one run writes a report's files at a time
+        _eval(data_path, limit, explain, report_stem, max_tokens, free, prompt_format, sampling, model_opts, taskset)
+
+
+def _eval(data_path, limit, explain, report_stem, max_tokens, free, prompt_format, sampling, model_opts, taskset):
     engine = open_engine(**model_opts)
     analyzer = Analyzer(
         engine, explain=explain, free=free, max_tokens=max_tokens, sampling=sampling, prompt_format=prompt_format

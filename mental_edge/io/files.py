@@ -45,10 +45,12 @@ def atomic_write_text(path, text: str, mode: int = PRIVATE_MODE) -> Path:
         os.close(fd)
         fd = -1
         os.replace(tmp_name, path)
-    except BaseException:
+    except BaseException as exc:
         if fd >= 0:
             os.close(fd)
         _remove_quietly(tmp_name)
+        if isinstance(exc, OSError):  # a full disk, say: the old file (if any) is left as it was
+            raise MentalEdgeError(f"cannot write {path}: {exc.strerror or exc}; nothing was replaced") from None
         raise
     _fsync_directory(directory)
     return path

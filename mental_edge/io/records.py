@@ -7,6 +7,10 @@ fsynced every few rows or every second, so a killed run loses at most the rows i
 `resume=True` reads the existing output first: `done` holds the (id, task) pairs already written,
 and a record cut short by a kill (the last line, possibly without its newline) is truncated away
 so that it is written again whole, never left corrupt and never duplicated.
+
+One run writes an output at a time (`io.lock`: a second one stops with the holder's process id). A write that
+fails (a full disk) is cut back to the last whole record and reported in one line with the number of records
+safely in the file, so `--resume` on a disk with room continues exactly.
 """
 
 import csv
@@ -21,6 +25,7 @@ from typing import Any
 
 from mental_edge.errors import MentalEdgeError
 from mental_edge.io.files import create_private, write_all
+from mental_edge.io.lock import hold_output
 
 FORMATS = {".jsonl": "jsonl", ".csv": "csv"}
 _ENCODE_ERRORS = "backslashreplace"  # a stray undecodable byte is written as \udcNN, never a crash
@@ -49,7 +54,17 @@ class RecordWriter:
         self._fsync_every, self._fsync_seconds = fsync_every, fsync_seconds
         self._unsynced, self._last_sync = 0, time.monotonic()
         self._header_written = False
-        self._fd = self._open(resume)
+        self.records = 0  # whole records in the file (those found on resume included)
+        self._size = 0  # bytes of whole records: where a failed write is cut back to
+        self._failed = False
+        self._lock = hold_output(self.path)
+        self._lock.acquire()
+        try:
+            self._fd = self._open(resume)
+        except BaseException:
+            self._lock.release()
+            raise
+        self._size = os.fstat(self._fd).st_size
 
     def _open(self, resume: bool) -> int:
         if self.path.exists() and not resume:
@@ -75,27 +90,56 @@ class RecordWriter:
             if header:
                 self.fields, self._header_written = header, True
         self.done = keys
+        self.records = len(keys)
         if good_end < len(data):
             os.truncate(self.path, good_end)
 
     def write(self, record) -> None:
         """Append one record (a mapping or a dataclass) and flush it to the OS."""
         record = _as_dict(record)
-        write_all(self._fd, self._encode(record))
+        data = self._encode(record)
+        try:
+            write_all(self._fd, data)
+        except OSError as exc:
+            self._cut_back()
+            raise self._failure(exc, "write") from None
+        self._size += len(data)
+        self.records += 1
         self.done.add(_key(record))
         self._unsynced += 1
         if self._unsynced >= self._fsync_every or time.monotonic() - self._last_sync >= self._fsync_seconds:
             self.sync()
 
     def sync(self) -> None:
-        os.fsync(self._fd)
+        try:
+            os.fsync(self._fd)
+        except OSError as exc:
+            raise self._failure(exc, "flush") from None
         self._unsynced, self._last_sync = 0, time.monotonic()
 
     def close(self) -> None:
         if self._fd >= 0:
-            self.sync()
-            os.close(self._fd)
-            self._fd = -1
+            try:
+                if not self._failed:
+                    self.sync()
+            finally:
+                os.close(self._fd)
+                self._fd = -1
+                self._lock.release()
+
+    def _cut_back(self) -> None:
+        """Drop the part of a record a failed write left, so the file ends with a whole record."""
+        try:
+            os.ftruncate(self._fd, self._size)
+        except OSError:
+            pass  # resume cuts an incomplete last record away all the same
+
+    def _failure(self, exc: OSError, action: str) -> MentalEdgeError:
+        self._failed = True
+        return MentalEdgeError(
+            f"cannot {action} {self.path}: {exc.strerror or exc}; {self.records} whole records are in it. "
+            "Make room, then run the same command with --resume to continue"
+        )
 
     def __enter__(self):
         return self
