@@ -20,12 +20,13 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from mental_edge import store
+from mental_edge import cpu, store
 from mental_edge.analysis import Analyzer
 from mental_edge.engine import load_engine
 from mental_edge.errors import MentalEdgeError
@@ -95,8 +96,11 @@ class RayAnalysis:
         self.address, self.spec, self.settings = address, spec, settings
         self.started = _connect(self.ray, address, workers)
         self.workers = workers or len([n for n in self.ray.nodes() if n.get("Alive")])
-        if address == "local" and spec.options["threads"] is None:  # share this machine's cores
-            threads = max(1, (os.cpu_count() or 1) // self.workers)
+        if address == "local":  # the workers share this machine's free cores
+            choice = cpu.choose_threads(spec.options["threads"], engines=self.workers)
+            if choice.note:
+                print(f"mental-edge: {choice.note}", file=sys.stderr)
+            threads = choice.threads
             self.spec = ModelSpec(**{**spec.__dict__, "options": {**spec.options, "threads": threads}})
         self._check_resources()
         self.lost = 0  # workers that died during the run

@@ -12,7 +12,7 @@ import importlib.util
 import platform
 import re
 
-from mental_edge import __version__, store
+from mental_edge import __version__, cpu, store
 
 # optional packages and what each one enables
 OPTIONAL = {
@@ -50,12 +50,24 @@ def llama_summary() -> dict:
     return info
 
 
+def cpu_summary() -> dict:
+    """The cores, how busy other work keeps them now, and the --threads default that follows (see cpu.py)."""
+    choice = cpu.choose_threads(None)
+    return {
+        "cores": choice.cores,
+        "busy": round(choice.busy, 1),
+        "default_threads": choice.threads,
+        "note": choice.note,
+    }
+
+
 def diagnose() -> dict:
     return {
         "mental_edge": __version__,
         "python": platform.python_version(),
         "platform": platform.platform(),
         "llama_cpp": llama_summary(),
+        "cpu": cpu_summary(),
         "store": store_summary(),
         "optional": {name: installed_version(name) for name in OPTIONAL},
     }
@@ -76,8 +88,14 @@ def render(report: dict) -> str:
             f"system info:          {llama['system_info']}",
             f"GPU offload:          {gpu}",
             f"default --gpu-layers: {layers}",
-            f"default --threads:    {llama['default_threads']}",
         ]
+    load = report["cpu"]
+    lines.append(
+        f"default --threads:    {load['default_threads']} ({load['cores']} cores, "
+        f"{load['busy']} busy with other work now)"
+    )
+    if load["note"]:
+        lines.append(f"                      {load['note']}")
     st = report["store"]
     lines += [
         "",

@@ -125,3 +125,22 @@ def test_full_disk_report_keeps_the_old_file(tiny_disk):
         atomic_write_text(report, "x" * 100_000)
     assert report.read_text() == "old\n"
     assert [p.name for p in tiny_disk.iterdir()] == ["report.json"]  # no temporary file left
+
+
+def test_eval_stops_while_another_run_writes_its_report(tmp_path, imhi_dir):
+    from click.testing import CliRunner
+
+    from mental_edge.cli import main
+
+    stem = tmp_path / "report"
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(stem)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        data = imhi_dir / "test_instruction" / "DR.csv"
+        result = CliRunner().invoke(main, ["eval", "-m", "/no/such.gguf", "--data", str(data), "--report", str(stem)])
+    finally:
+        proc.kill()
+        proc.wait()
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1].startswith("Error: ")
+    assert f"is being written by process {proc.pid}" in result.output  # before the model is even looked for

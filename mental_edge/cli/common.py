@@ -6,7 +6,7 @@ import functools
 
 import click
 
-from mental_edge import store
+from mental_edge import cpu, store
 from mental_edge.engine import Engine, Sampling, load_engine
 
 
@@ -71,7 +71,14 @@ def sampling_options(func):
 
 
 def open_engine(model: str | None, n_ctx=None, threads=None, gpu_layers=None, slots=None) -> Engine:
-    """Load a model by store name or path; with no name, the store's only model."""
+    """Load a model by store name or path; with no name, the store's only model.
+
+    Threads default to the cores free now; a line on stderr says when the machine's load changed that or
+    questions a --threads given (cpu.py)."""
+    choice = cpu.choose_threads(threads)
+    if choice.note:
+        click.echo(f"mental-edge: {choice.note}", err=True)
+    threads = choice.threads
     if model is None:
         entry = store.default_model()
         path = store.model_path(entry)
