@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from mental_edge import __version__
-from mental_edge.engine import Engine, Request, Sampling, Seq2SeqPrompt
+from mental_edge.engine import Engine, PromptText, Request, Result, Sampling, Seq2SeqPrompt
 from mental_edge.prompt_format import QueryFormat, form_for, query_format_for
 from mental_edge.tasks import Task
 
@@ -32,6 +32,17 @@ class TaskResult:
     explanation: str | None
     answer: str | None = None  # the model's own answer text (free mode)
     flags: list[str] = field(default_factory=list)
+
+
+@dataclass(eq=False)
+class _TaskKey:
+    """What a request carries for the analyzer: where its result goes, and what the result needs."""
+
+    entry: dict  # the post's entry: its results, in task order, and how many are still running
+    index: int
+    task: Task
+    form: str
+    flags: list[str]
 
 
 @dataclass
@@ -92,18 +103,21 @@ class Analyzer:
                 if post is None:
                     continue
                 for i, task in enumerate(tasks):
-                    req = self._request(post, task, on_text)
+                    req = self._request(post, task, on_text, entry, i)
                     if isinstance(req, TaskResult):  # decided without the model (empty or unfit post)
                         entry["results"][i] = req
                         continue
                     entry["left"] += 1
-                    req.tag = (entry, i, task)
                     yield req
 
-        run = Engine.run_requests if sequential else type(self.engine).run_requests
-        for req in run(self.engine, requests()):
-            entry, i, task = req.tag
-            entry["results"][i] = self._result(req, task)
+        if sequential:  # one request after the other, in order, whatever the engine could keep in flight
+            done_requests = (self.engine.run_one(req) for req in requests())
+        else:
+            done_requests = self.engine.run_requests(requests())
+        for result in done_requests:
+            key = result.key
+            entry = key.entry
+            entry["results"][key.index] = self._result(result, key)
             entry["left"] -= 1
             while pending and pending[0]["left"] == 0 and _complete(pending[0]):
                 done = pending.popleft()
@@ -112,7 +126,7 @@ class Analyzer:
             done = pending.popleft()
             yield done["key"], done["results"]
 
-    def _request(self, post: str, task: Task, on_text) -> Request | TaskResult:
+    def _request(self, post: str, task: Task, on_text, entry: dict, index: int) -> Request[_TaskKey] | TaskResult:
         form = self.form(task)
         if not post.strip():
             return TaskResult(task.name, form, None, None, None, flags=["empty"])
@@ -120,31 +134,35 @@ class Analyzer:
         if post is None:
             return TaskResult(task.name, form, None, None, None, flags=flags)
         query = task.render(post, form)
-        req = Request(
-            prompt=[],
-            max_tokens=self.max_tokens,
-            sampling=self.sampling,
-            on_text=(lambda piece: on_text(task.name, piece)) if on_text else None,
-        )
-        req.meta = (form, flags)
+        common = {
+            "max_tokens": self.max_tokens,
+            "sampling": self.sampling,
+            "key": _TaskKey(entry, index, task, form, flags),
+            "on_text": (lambda piece: on_text(task.name, piece)) if on_text else None,
+        }
         if self.free:
-            req.prompt = self._tokens(query)
-            req.follow = lambda scores: req.prompt
-            return req
-        candidates = [self._tokens(query, task.answer(label, form)) for label in task.labels]
-        if self.engine.encoder_decoder:  # the query is encoded once; each answer is the decoder's output
-            req.prompt, req.candidates = candidates[0].source, [c.target for c in candidates]
-        else:
-            shared = _common_prefix(candidates)
-            req.prompt, req.candidates = candidates[0][:shared], [c[shared:] for c in candidates]
+            prompt = self._tokens(query)
+            return Request(prompt, follow=lambda scores: prompt, **common)
+        prompt, candidates = self._candidates(query, task, form)
+        follow = None
         if self.explain:
-            req.follow = lambda scores: self._tokens(query, task.explain_prefix(_best(task, scores), form))
-        return req
+            follow = lambda scores: self._tokens(query, task.explain_prefix(_best(task, scores), form))  # noqa: E731
+        return Request(prompt, candidates, follow, **common)
 
-    def _result(self, req: Request, task: Task) -> TaskResult:
-        form, flags = req.meta
+    def _candidates(self, query: str, task: Task, form: str) -> tuple[list[int], list[list[int]]]:
+        """The prompt read once and each label's answer sentence after it: for an encoder-decoder model the
+        encoder's input and each answer as the decoder's output; else the tokens all the answers share, then
+        the rest of each."""
+        answers = [self._tokens(query, task.answer(label, form)) for label in task.labels]
+        if self.engine.encoder_decoder:
+            return list(answers[0].source), [list(a.target) for a in answers]
+        shared = _common_prefix(answers)
+        return answers[0][:shared], [a[shared:] for a in answers]
+
+    def _result(self, res: Result[_TaskKey], key: _TaskKey) -> TaskResult:
+        task, form, flags = key.task, key.form, key.flags
         if self.free:
-            answer = req.text.strip()
+            answer = res.text.strip()
             label = task.parse_answer(answer, form)
             head, marker, reasoning = answer.partition(task.reasoning_marker)
             return TaskResult(
@@ -156,25 +174,19 @@ class Analyzer:
                 answer=answer,
                 flags=flags + ([] if label is not None else ["unparsed"]),
             )
-        probabilities = _softmax(task.labels, req.scores)
-        explanation = req.text.strip() if self.explain else None
-        return TaskResult(task.name, form, _best(task, req.scores), probabilities, explanation, flags=flags)
+        probabilities = _softmax(task.labels, res.scores)
+        explanation = res.text.strip() if self.explain else None
+        return TaskResult(task.name, form, _best(task, res.scores), probabilities, explanation, flags=flags)
 
     def label_probabilities(self, query: str, task: Task, form: str) -> dict[str, float]:
         """P(label) from the log-likelihood of each label's answer sentence after the query."""
-        candidates = [self._tokens(query, task.answer(label, form)) for label in task.labels]
-        if self.engine.encoder_decoder:
-            scores = self.engine.score(candidates[0].source, [c.target for c in candidates])
-        else:
-            shared = _common_prefix(candidates)
-            scores = self.engine.score(candidates[0][:shared], [c[shared:] for c in candidates])
-        return _softmax(task.labels, scores)
+        prompt, candidates = self._candidates(query, task, form)
+        return _softmax(task.labels, self.engine.score(prompt, candidates))
 
     def _tokens(self, query: str, answer: str | None = None) -> list[int] | Seq2SeqPrompt:
-        if self.engine.encoder_decoder:  # the answer goes to the decoder, not after the query
-            source = self.engine.tokenize_segments(self.format.segments(query), add_bos=self.format.add_bos)
-            return Seq2SeqPrompt(tuple(source), tuple(self.engine.tokenize(answer)) if answer else ())
-        return self.engine.tokenize_segments(self.format.segments(query, answer), add_bos=self.format.add_bos)
+        """The query (and an answer's start) as the engine takes it: see `Engine.encode`."""
+        fmt = self.format
+        return self.engine.encode(PromptText(tuple(fmt.segments(query)), answer, fmt.separator, fmt.add_bos))
 
     # -- long posts -----------------------------------------------------------------------------
 

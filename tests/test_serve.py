@@ -125,7 +125,7 @@ def _sse(response) -> list:
 
 
 def test_batcher_on_a_source_that_says_idle_gives_the_same_results(reference, smollm2_gguf):
-    from mental_edge.engine.llama_batch import IDLE, Batcher
+    from mental_edge.engine import IDLE
 
     engine = load_engine(smollm2_gguf, n_ctx=CTX, slots=3)
     try:
@@ -133,7 +133,7 @@ def test_batcher_on_a_source_that_says_idle_gives_the_same_results(reference, sm
         def requests():
             for p in PROMPTS[:4]:
                 tokens = engine.tokenize(p, add_bos=engine.info.add_bos)
-                yield Request(prompt=tokens, follow=lambda s, t=tokens: t, max_tokens=10, tag=p)
+                yield Request(prompt=tokens, follow=lambda s, t=tokens: t, max_tokens=10, key=p)
 
         def idle_between():
             for req in requests():
@@ -142,17 +142,17 @@ def test_batcher_on_a_source_that_says_idle_gives_the_same_results(reference, sm
                 yield IDLE
 
         streamed = {}
-        plain = {r.tag: r.text for r in Batcher(engine).run(requests())}
-        batcher = Batcher(engine)
+        plain = {r.key: r.text for r in engine.batch_runner().run(requests())}
+        batcher = engine.batch_runner()
         with_idle = {}
         for r in batcher.run(idle_between()):
-            with_idle[r.tag] = r.text
+            with_idle[r.key] = r.text
         assert with_idle == plain == {p: _complete(reference, p, 10)[0] for p in PROMPTS[:4]}
         assert batcher.peak_busy > 1 and batcher.busy == 0
         for req in requests():  # on_text streams what becomes the text
-            req.on_text = lambda piece, tag=req.tag: streamed.setdefault(tag, []).append(piece)
-            [done] = Batcher(engine).run([req])
-            assert "".join(streamed[req.tag]) == done.text and done.generated_tokens == 10
+            req.on_text = lambda piece, key=req.key: streamed.setdefault(key, []).append(piece)
+            [done] = engine.batch_runner().run([req])
+            assert "".join(streamed[req.key]) == done.text and done.generated_tokens == 10
     finally:
         engine.close()
 

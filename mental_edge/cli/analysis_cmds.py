@@ -13,6 +13,7 @@ from mental_edge.analysis import DEFAULT_MAX_TOKENS, Analyzer
 from mental_edge.cli import main
 from mental_edge.cli.common import model_options, open_engine, sampling_options
 from mental_edge.distributed import RayAnalysis, model_spec
+from mental_edge.engine import PromptText, Segment
 from mental_edge.errors import MentalEdgeError
 from mental_edge.io.lock import hold_output
 from mental_edge.io.readers import input_files, is_imhi_file, read_file, read_input
@@ -222,7 +223,7 @@ def _eval(data_path, limit, explain, report_stem, max_tokens, free, prompt_forma
 def generate(prompt, max_tokens, sampling, model_opts):
     """Print the model's raw continuation of PROMPT (BOS as the model file says, no template)."""
     engine = open_engine(**model_opts)
-    tokens = engine.tokenize(prompt, add_bos=engine.info.add_bos)
+    tokens = engine.encode(PromptText((Segment(prompt),)))  # framed as the model takes it (T5: the closing </s>)
     for piece in engine.generate(tokens, max_tokens=max_tokens, sampling=sampling):
         click.echo(piece, nl=False)
     click.echo()

@@ -4,10 +4,35 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mental_edge.engine.base import Engine, Generation, ModelInfo, Request, Sampling, Segment, Seq2SeqPrompt
+from mental_edge.engine.base import (
+    IDLE,
+    Engine,
+    Generation,
+    ModelInfo,
+    PromptText,
+    Request,
+    RequestRunner,
+    Result,
+    Sampling,
+    Segment,
+    Seq2SeqPrompt,
+)
 from mental_edge.errors import MentalEdgeError
 
-__all__ = ["Engine", "Generation", "ModelInfo", "Request", "Sampling", "Segment", "Seq2SeqPrompt", "load_engine"]
+__all__ = [
+    "IDLE",
+    "Engine",
+    "Generation",
+    "ModelInfo",
+    "PromptText",
+    "Request",
+    "RequestRunner",
+    "Result",
+    "Sampling",
+    "Segment",
+    "Seq2SeqPrompt",
+    "load_engine",
+]
 
 
 def load_engine(path: str | Path, *, n_ctx=None, threads=None, gpu_layers=None, name=None, slots=None) -> Engine:

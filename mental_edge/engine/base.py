@@ -1,16 +1,21 @@
 """The engine interface: what the runtime needs from a model, whatever runs it.
 
-`analysis`, `chat` and the CLI talk to an `Engine` only; each backend (llama.cpp today) implements it.
+`analysis`, `chat`, `serve` and the CLI talk to an `Engine` only; each backend (llama.cpp, CTranslate2) implements
+it. What an engine is fed is explicit: `encode(PromptText)` turns text segments into the prompt as this model takes
+it (decoder tokens, or a `Seq2SeqPrompt` for an encoder-decoder model), framed the way the model was trained (BOS
+where the file asks, T5's closing `</s>`, BART's `<s> ... </s>`). Work goes in as a `Request` and comes back as a
+`Result`.
 """
 
 from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import Generic, Protocol, TypeVar
 
 
 @dataclass(frozen=True)
@@ -23,6 +28,22 @@ class Segment:
 
     text: str
     special: bool = False
+
+
+@dataclass(frozen=True)
+class PromptText:
+    """A prompt before it meets a model: the query's segments and, when an answer is scored or continued, the
+    answer's start.
+
+    `Engine.encode` makes it what the model is fed. A decoder-only model reads `separator + answer` right after the
+    segments (plain text joined with the query's own last plain run, as the joined text would tokenize); an
+    encoder-decoder model's encoder reads the segments and its decoder starts with the answer. `frame=False` leaves
+    out the model's own framing (a template that writes it itself, as GLM-4's `[gMASK]<sop>`)."""
+
+    segments: tuple[Segment, ...]
+    answer: str | None = None
+    separator: str = " "
+    frame: bool = True
 
 
 @dataclass(frozen=True)
@@ -77,6 +98,13 @@ class Seq2SeqPrompt:
     source: tuple[int, ...]
     target: tuple[int, ...] = ()
 
+    def __len__(self) -> int:
+        """The prompt's length as a context limit counts it: the encoder's input."""
+        return len(self.source)
+
+
+Prompt = list[int] | Seq2SeqPrompt  # what `Engine.encode` gives and `Engine.generate` takes
+
 
 class Generation:
     """An iterator of text pieces that also tells, once exhausted or closed, why it stopped."""
@@ -102,28 +130,55 @@ class Generation:
         return "".join(self)
 
 
+K = TypeVar("K")
+
+
 @dataclass(eq=False)
-class Request:
-    """One piece of batched work: read a prompt, score candidate continuations, then maybe generate.
+class Request(Generic[K]):
+    """What goes in: read a prompt, score candidate continuations, then maybe generate.
 
-    `follow(scores)` gives the full prompt to generate from once the candidates are scored (say, the prompt with
-    the chosen answer and "Reasoning:" appended); None means nothing is generated.
-    """
+    `follow(scores)` gives the prompt to generate from once the candidates are scored (say, the prompt with the
+    chosen answer and "Reasoning:" appended); None means nothing is generated. `key` is the caller's, carried to
+    the `Result`. `on_text` gets generated text as it streams; `cancelled` may be set from any thread to stop
+    generating at the next token."""
 
-    prompt: list[int]
-    candidates: list[list[int]] = field(default_factory=list)
-    follow: object = None  # Callable[[list[float]], list[int]] | None
+    prompt: Sequence[int] | Seq2SeqPrompt
+    candidates: Sequence[Sequence[int]] = ()
+    follow: Callable[[list[float]], Sequence[int] | Seq2SeqPrompt] | None = None
     max_tokens: int = 0
     sampling: Sampling = Sampling()
     stop: tuple[str, ...] = ()
-    tag: object = None  # the caller's, carried along
-    meta: object = None  # the caller's, carried along
-    on_text: object = None  # Callable[[str], None]: generated text as it streams
-    cancelled: bool = False  # set (from any thread) to stop generating at the next token (batched runs)
-    scores: list[float] | None = None  # filled in: log-probability of each candidate
-    text: str = ""  # filled in: the generated text
-    finish_reason: str | None = None  # "stop", "length", "context" or "cancelled"
-    generated_tokens: int = 0  # filled in: tokens generated
+    key: K | None = None
+    on_text: Callable[[str], None] | None = None
+    cancelled: bool = False
+
+
+@dataclass(eq=False)
+class Result(Generic[K]):
+    """What comes back for one request."""
+
+    request: Request[K]
+    scores: list[float] = field(default_factory=list)  # log-probability of each candidate
+    text: str = ""  # the generated text
+    finish_reason: str | None = None  # "stop", "length", "context" or "cancelled"; None when nothing was generated
+    generated_tokens: int = 0
+
+    @property
+    def key(self) -> K | None:
+        return self.request.key
+
+
+IDLE = object()  # from a source of requests: nothing is waiting now (requests in flight go on)
+
+
+class RequestRunner(Protocol):
+    """Keeps several requests in flight over one source of requests, which may never end (a server's queue):
+    the source yields `IDLE` when nothing waits while requests are in flight, and blocks while none is."""
+
+    busy: int  # requests in flight now
+    peak_busy: int  # the most in flight at once so far
+
+    def run(self, requests: Iterable[Request | object]) -> Iterator[Result]: ...
 
 
 class Engine(ABC):
@@ -131,34 +186,35 @@ class Engine(ABC):
     n_ctx: int
     settings: dict  # threads, gpu layers, batch size...: recorded with results, since outputs can depend on them
     encoder_decoder: bool = False  # prompts go to an encoder, answers to a decoder (T5, BART)
-    slots: int = 1  # sequences kept in flight by run_requests; 1: one request at a time
+    slots: int = 1  # requests kept in flight by run_requests; 1: one request at a time
 
-    def run_requests(self, requests: Iterable[Request]) -> Iterator[Request]:
-        """Run requests, yielding each once done (in completion order). This default runs them one by one;
-        a backend that batches keeps `slots` of them in flight."""
-        for req in requests:
-            if req.candidates:
-                req.scores = self.score(req.prompt, req.candidates)
-            if req.follow is not None:
-                gen = self.generate(
-                    req.follow(req.scores or []), max_tokens=req.max_tokens, sampling=req.sampling, stop=req.stop
-                )
-                pieces = []
-                for piece in gen:
-                    pieces.append(piece)
-                    if req.on_text is not None:
-                        req.on_text(piece)
-                req.text = "".join(pieces)
-                req.finish_reason = gen.finish_reason
-                req.generated_tokens = gen.generated_tokens
-            yield req
+    # -- what the model is fed ------------------------------------------------------------------------
+
+    def encode(self, text: PromptText) -> list[int] | Seq2SeqPrompt:
+        """The prompt as this model takes it: decoder tokens (the answer's start after the query), or for an
+        encoder-decoder model a `Seq2SeqPrompt` (the query to the encoder, the answer's start to the decoder).
+        Every caller (analysis, generate, chat, serve) builds its prompts through here."""
+        if not self.encoder_decoder:
+            segments = list(text.segments)
+            if text.answer is not None:
+                segments.append(Segment(text.separator + text.answer))
+            tokens = self.tokenize_segments(segments)
+            return self.frame(tokens) if text.frame else tokens
+        source = self.tokenize_segments(text.segments)
+        target = self.tokenize(text.answer) if text.answer else []
+        return Seq2SeqPrompt(tuple(self.frame(source) if text.frame else source), tuple(target))
+
+    @abstractmethod
+    def frame(self, tokens: list[int]) -> list[int]:
+        """The model's own additions around a prompt's tokens (for an encoder-decoder model, the encoder's)."""
 
     @abstractmethod
     def tokenize(self, text: str, *, add_bos: bool = False, special: bool = False) -> list[int]: ...
 
     @abstractmethod
-    def tokenize_segments(self, segments: Sequence[Segment], *, add_bos: bool) -> list[int]:
-        """Tokens of the joined segments, control tokens recognised only inside special segments."""
+    def tokenize_segments(self, segments: Sequence[Segment], *, add_bos: bool = False) -> list[int]:
+        """Tokens of the joined segments, control tokens recognised only inside special segments. `add_bos`
+        applies `frame` (kept for callers that tokenize segments themselves; `encode` is the contract)."""
 
     @abstractmethod
     def detokenize(self, tokens: Sequence[int]) -> str: ...
@@ -172,6 +228,8 @@ class Engine(ABC):
     def is_end(self, token: int) -> bool:
         """True for end-of-generation tokens (eos, eot, ...)."""
 
+    # -- evaluation ---------------------------------------------------------------------------------
+
     @abstractmethod
     def score(self, prompt: Sequence[int], continuations: Sequence[Sequence[int]]) -> list[float]:
         """Total log-probability of each continuation after the prompt (the prompt is read once)."""
@@ -179,13 +237,51 @@ class Engine(ABC):
     @abstractmethod
     def generate(
         self,
-        prompt: Sequence[int],
+        prompt: Sequence[int] | Seq2SeqPrompt,
         *,
         max_tokens: int,
         sampling: Sampling = Sampling(),
         stop: Sequence[str] = (),
     ) -> Generation:
         """Stream the continuation of the prompt; reuses the cache of the longest common prefix."""
+
+    def run_one(self, req: Request[K]) -> Result[K]:
+        """One request, on its own: score its candidates, then generate after its follow-up prompt."""
+        result = Result(req)
+        if req.candidates:
+            prompt = req.prompt.source if isinstance(req.prompt, Seq2SeqPrompt) else req.prompt
+            result.scores = self.score(prompt, req.candidates)
+        if req.follow is None:
+            return result
+        gen = self.generate(req.follow(result.scores), max_tokens=req.max_tokens, sampling=req.sampling, stop=req.stop)
+        pieces = []
+        for piece in gen:
+            pieces.append(piece)
+            if req.on_text is not None:
+                req.on_text(piece)
+        result.text = "".join(pieces)
+        result.finish_reason = gen.finish_reason
+        result.generated_tokens = gen.generated_tokens
+        return result
+
+    def run_requests(self, requests: Iterable[Request[K]]) -> Iterator[Result[K]]:
+        """Run requests, yielding each one's result once done (in completion order). This default runs them one
+        by one (`run_one`); an engine that batches keeps `slots` of them in flight (see `batch_runner`)."""
+        runner = self.batch_runner()
+        if runner is not None:
+            yield from runner.run(requests)
+            return
+        for req in requests:
+            if req is not IDLE:
+                yield self.run_one(req)
+
+    def batch_runner(self) -> RequestRunner | None:
+        """A fresh runner keeping `slots` requests in flight, for a source that may never end (a server's
+        queue); None when this engine runs one request at a time."""
+        return None
+
+    def check_request(self, req: Request) -> None:  # noqa: B027 - most engines can run any request
+        """Raise MentalEdgeError when this engine could never run `req` (say, its cache cannot hold it)."""
 
     def close(self):  # noqa: B027 - optional: engines without resources keep it
         """Free the model."""

@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from mental_edge.engine.base import Engine, Generation, ModelInfo, Sampling, Segment, Seq2SeqPrompt
+from mental_edge.engine.text import StopText
 from mental_edge.errors import MentalEdgeError
 
 INFO_FILE = "mental_edge.json"
@@ -85,7 +86,11 @@ class CT2Engine(Engine):
             return [self._tokenizer.token_to_id(self._bos), *ids, self._eos_id]
         return ids
 
-    def tokenize_segments(self, segments: Sequence[Segment], *, add_bos: bool) -> list[int]:
+    def frame(self, tokens: list[int]) -> list[int]:
+        """BART's encoder reads `<s> ... </s>`."""
+        return [self._tokenizer.token_to_id(self._bos), *tokens, self._eos_id]
+
+    def tokenize_segments(self, segments: Sequence[Segment], *, add_bos: bool = False) -> list[int]:
         """Plain runs are tokenized as one text, special segments with special tokens recognised; with
         `add_bos` the encoder's `<s> ... </s>` frame is added."""
         tokens: list[int] = []
@@ -97,9 +102,7 @@ class CT2Engine(Engine):
             tokens += self.tokenize(run) + self.tokenize(seg.text, special=True)
             run = ""
         tokens += self.tokenize(run)
-        if add_bos:
-            tokens = [self._tokenizer.token_to_id(self._bos), *tokens, self._eos_id]
-        return tokens
+        return self.frame(tokens) if add_bos else tokens
 
     def detokenize(self, tokens: Sequence[int]) -> str:
         return self._tokenizer.decode(list(tokens), skip_special_tokens=True)
@@ -158,8 +161,6 @@ class CT2Engine(Engine):
         }
 
     def _stream(self, source, target, max_tokens, sampling, stop, gen: Generation) -> Iterator[str]:
-        from mental_edge.engine.llama import StopText
-
         gen.prompt_tokens = len(source)
         prefix = [self._bos, *self._pieces(target)]
         length = min(len(prefix) + max_tokens, self.n_ctx)

@@ -1,27 +1,35 @@
 """The llama.cpp backend for decoder-only GGUF models, through llama-cpp-python's low-level API.
 
 One context holds sequence 0 (the running prompt, reused from call to call by its longest common prefix) and
-spare sequences for scoring candidate answers side by side on a shared copy of the prompt's cache.
+spare sequences for scoring candidate answers side by side on a shared copy of the prompt's cache. With more than
+one slot, `run_requests` keeps several requests in flight through `llama_batch.Batcher`, which drives the engine
+through its batch interface (the section of that name below) and nothing else.
 """
 
 from __future__ import annotations
 
-import codecs
-import ctypes
-import os
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import llama_cpp
-import numpy as np
 from gguf import GGMLQuantizationType
-from llama_cpp import _internals, _logger
+from llama_cpp import _internals
 
-from mental_edge.engine.base import Engine, Generation, ModelInfo, Sampling, Segment
+from mental_edge.engine.base import Generation, ModelInfo, Request, Sampling
+from mental_edge.engine.llama_batch import Batcher, cells_needed
+from mental_edge.engine.llama_common import (
+    FILE_TYPES,
+    ContextOverflow,
+    LlamaCppEngine,
+    check_gguf,
+    default_gpu_layers,
+    default_threads,
+    system_info,
+)
 from mental_edge.errors import MentalEdgeError
 
-_logger.set_verbose(False)  # llama.cpp's own chatter goes nowhere unless asked
+__all__ = ["ContextOverflow", "LlamaEngine", "system_info", "CPU_VALUE_TYPE"]
 
 DEFAULT_CTX = 2048  # the published MentaLLaMA evaluation used max_length=2048 (prompt + answer)
 SCORE_SEQS = 16  # sequences available for scoring candidates side by side
@@ -41,52 +49,8 @@ CPU_UBATCH = 32
 # is the quicker one); same size. q8_0 values: 0.21 and 0.0052. `python benchmarks/cache_types.py` measures it.
 CPU_VALUE_TYPE = GGMLQuantizationType.BF16
 
-FILE_TYPES = {
-    value: name[len("LLAMA_FTYPE_MOSTLY_") :]
-    for name, value in vars(llama_cpp).items()
-    if name.startswith("LLAMA_FTYPE_MOSTLY_") and isinstance(value, int)
-}
-FILE_TYPES[0] = "F32"
 
-
-class ContextOverflow(MentalEdgeError):
-    """The tokens do not fit in the context window."""
-
-
-def check_gguf(path: Path) -> None:
-    """One line instead of a crash for a missing or non-GGUF file."""
-    if not path.is_file():
-        raise MentalEdgeError(f"{path}: no such model file")
-    with open(path, "rb") as fh:
-        if fh.read(4) != b"GGUF":
-            raise MentalEdgeError(f"{path}: not a GGUF model file (bad magic bytes)")
-
-
-def default_threads() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # macOS
-        return max(1, os.cpu_count() or 1)
-
-
-def default_gpu_layers() -> int:
-    """Every layer on the GPU when this llama.cpp build has a GPU backend, none otherwise."""
-    return -1 if llama_cpp.llama_supports_gpu_offload() else 0
-
-
-def _cpu_repacks(gpu_layers: int) -> bool:
-    """True when the weights stay on a CPU whose llama.cpp build repacks them (REPACK: Q4_0, Q4_K, IQ4_NL, ...
-    copied into interleaved buffers at load). A memory-mapped file is then read once to be copied and its pages
-    stay resident too: a 7B Q4_K_M took 8.0 GiB instead of 4.8 GiB. Loading without mmap keeps one copy."""
-    return gpu_layers == 0 and "REPACK = 1" in llama_cpp.llama_print_system_info().decode("utf-8", "replace")
-
-
-def _log_softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
-
-
-class LlamaEngine(Engine):
+class LlamaEngine(LlamaCppEngine):
     def __init__(
         self,
         path: str | Path,
@@ -160,20 +124,6 @@ class LlamaEngine(Engine):
         ceiling = max(self.n_ctx, self._model.n_ctx_train())
         return max(self.n_ctx, min(self.n_ctx * self.slots, KV_BUDGET // per_token, ceiling))
 
-    @staticmethod
-    def _load_model(path: Path, gpu_layers: int):
-        params = llama_cpp.llama_model_default_params()
-        params.n_gpu_layers = gpu_layers
-        if _cpu_repacks(gpu_layers):
-            params.load_mode = llama_cpp.LLAMA_LOAD_MODE_NONE  # read, not memory-mapped
-        try:
-            return _internals.LlamaModel(path_model=str(path), params=params, verbose=False)
-        except ValueError:
-            raise MentalEdgeError(
-                f"{path}: llama.cpp could not load this model (truncated or corrupt file, "
-                "or an architecture this llama.cpp build does not know)"
-            ) from None
-
     def _new_context(self, threads: int):
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = self.n_cells
@@ -187,74 +137,6 @@ class LlamaEngine(Engine):
         params.type_v = self.value_type
         params.no_perf = False  # llama.cpp's default keeps no timings, and perf() would report zeros
         return _internals.LlamaContext(model=self._model, params=params, verbose=False)
-
-    # -- tokens ---------------------------------------------------------------------------------
-
-    def tokenize(self, text: str, *, add_bos: bool = False, special: bool = False) -> list[int]:
-        if not text:
-            return [self._model.token_bos()] if add_bos else []
-        return self._model.tokenize(text.encode("utf-8"), add_bos, special)
-
-    def tokenize_segments(self, segments: Sequence[Segment], *, add_bos: bool) -> list[int]:
-        """Tokens as llama.cpp would give for the joined text with special-token parsing on, except that
-        control tokens are recognised only inside special segments: plain text around them is joined
-        and tokenized as one run, so a post reads the same wherever it sits."""
-        tokens: list[int] = []
-        run = ""
-        for piece, control_id in self._split_controls(segments):
-            if control_id is None:
-                run += piece
-                continue
-            tokens += self.tokenize(run)
-            run = ""
-            tokens.append(control_id)
-        tokens += self.tokenize(run)
-        bos = self._model.token_bos()
-        if add_bos and self.info.add_bos and bos >= 0 and tokens[:1] != [bos]:
-            tokens.insert(0, bos)
-        return tokens
-
-    def _split_controls(self, segments: Sequence[Segment]) -> Iterator[tuple[str, int | None]]:
-        for seg in segments:
-            if not seg.special:
-                yield seg.text, None
-                continue
-            pos = 0
-            for match in self._control_pattern().finditer(seg.text):
-                yield seg.text[pos : match.start()], None
-                yield match.group(), self._control_ids[match.group()]
-                pos = match.end()
-            yield seg.text[pos:], None
-
-    def _control_pattern(self) -> re.Pattern:
-        if self._control_re is None:
-            vocab = self._model.vocab
-            wanted = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_USER_DEFINED
-            self._control_ids = {}
-            for tok in range(self._n_vocab):
-                if llama_cpp.llama_vocab_get_attr(vocab, tok) & wanted:
-                    text = llama_cpp.llama_vocab_get_text(vocab, tok).decode("utf-8", "replace")
-                    if text:
-                        self._control_ids.setdefault(text, tok)
-            names = sorted(self._control_ids, key=len, reverse=True)
-            self._control_re = re.compile("|".join(map(re.escape, names)) or r"(?!)")
-        return self._control_re
-
-    def _piece(self, token: int) -> bytes:
-        buf = (ctypes.c_char * 256)()
-        n = llama_cpp.llama_token_to_piece(self._model.vocab, token, buf, 256, 0, False)
-        return bytes(buf[: max(n, 0)])
-
-    def detokenize(self, tokens: Sequence[int]) -> str:
-        return b"".join(self._piece(t) for t in tokens).decode("utf-8", "replace")
-
-    def token_text(self, token: int) -> str:
-        if not 0 <= token < self._n_vocab:
-            return ""
-        return llama_cpp.llama_vocab_get_text(self._model.vocab, token).decode("utf-8", "replace")
-
-    def is_end(self, token: int) -> bool:
-        return bool(llama_cpp.llama_vocab_is_eog(self._model.vocab, token))
 
     # -- the cache ------------------------------------------------------------------------------
 
@@ -335,23 +217,50 @@ class LlamaEngine(Engine):
         self._cached.extend(tokens[keep:])
         return keep
 
-    def _logits(self, index: int) -> np.ndarray:
-        ptr = self._ctx.get_logits_ith(index)
-        return np.ctypeslib.as_array(ptr, shape=(self._n_vocab,)).astype(np.float32)
+    # -- the batch interface --------------------------------------------------------------------
+    # What `llama_batch.Batcher` drives the engine through, besides `log_probs`, `new_sampler`, `token_bytes`,
+    # `is_end` and these attributes: `slots` (sequences 0..slots-1, one per request in flight), `score_seqs`
+    # (the next ones, for candidates), `retired_seq` (holder of cells no request needs), `n_cells` (the cache),
+    # `n_batch` (tokens per decode) and `n_ctx` (one sequence's limit).
 
-    def _log_softmax_at(self, index: int) -> np.ndarray:
-        return _log_softmax(self._logits(index))
+    def clear_cache(self) -> None:
+        """Empty the cache: every sequence's cells free, the next tokens placed from cell 0."""
+        self._forget()
+
+    def copy_cells(self, src: int, dst: int, start: int = 0, end: int = -1) -> None:
+        """Let sequence `dst` share `src`'s cells for positions [start, end) (-1: to its end); nothing is copied."""
+        self._ctx.kv_cache_seq_cp(src, dst, start, end)
+
+    def drop_cells(self, seq: int, start: int = 0) -> None:
+        """Sequence `seq` no longer holds its positions from `start` on (a cell no sequence holds is free)."""
+        self._ctx.kv_cache_seq_rm(seq, start, -1)
+
+    def decode_rows(self, rows: Sequence[tuple[int, int, int, bool]]) -> None:
+        """One llama_decode of at most n_batch rows (token, position, sequence, logits wanted); afterwards
+        `log_probs(i)` reads row i's. A micro-batch's lone output row gets a partner (see `_pair_outputs`), so a
+        row's logits do not depend on the other rows. On failure the cache is cleared and MentalEdgeError raised."""
+        if len(rows) > self.n_batch:
+            raise MentalEdgeError(f"a batch of {len(rows)} tokens; the engine decodes at most {self.n_batch}")
+        batch = self._batch.batch
+        for n, (token, pos, seq, logits) in enumerate(rows):
+            _put(batch, n, token, pos, seq, logits)
+        batch.n_tokens = len(rows)
+        self._run_batch()
 
     # -- batching -------------------------------------------------------------------------------
 
-    def run_requests(self, requests):
-        """Keep up to `slots` requests in flight in one batch (see llama_batch); one at a time if slots is 1."""
+    def batch_runner(self) -> Batcher | None:
+        """A Batcher over `slots` sequences (kept as `batcher`, for its counts); None with one slot."""
         if self.slots <= 1:
-            return super().run_requests(requests)
-        from mental_edge.engine.llama_batch import Batcher
-
+            return None
         self.batcher = Batcher(self)
-        return self.batcher.run(requests)
+        return self.batcher
+
+    def check_request(self, req: Request) -> None:
+        if self.slots > 1 and cells_needed(req) > self.n_cells:
+            raise MentalEdgeError(
+                f"the request needs {cells_needed(req)} tokens of cache; the cache holds {self.n_cells}"
+            )
 
     # -- scoring --------------------------------------------------------------------------------
 
@@ -362,7 +271,7 @@ class LlamaEngine(Engine):
                 f"prompt and answer need {len(prompt) + longest} tokens; the context holds {self.n_ctx}"
             )
         self._ingest(prompt)
-        first = _log_softmax(self._logits(self._last))
+        first = self.log_probs(self._last)
         scores = [float(first[c[0]]) if c else 0.0 for c in continuations]
         for group in self._score_groups(continuations, room=min(self.n_batch, self.n_cells - len(prompt))):
             self._score_group(len(prompt), group, continuations, scores)
@@ -396,7 +305,7 @@ class LlamaEngine(Engine):
             for i, first in zip(group, firsts):
                 cont = continuations[i]
                 for j in range(1, len(cont)):
-                    scores[i] += float(_log_softmax(self._logits(first + j - 1))[cont[j]])
+                    scores[i] += float(self.log_probs(first + j - 1)[cont[j]])
         finally:
             for k in range(len(group)):
                 self._ctx.kv_cache_seq_rm(k + 1, -1, -1)
@@ -408,52 +317,10 @@ class LlamaEngine(Engine):
         gen._pieces = self._stream(list(prompt), max_tokens, sampling, tuple(stop), gen)
         return gen
 
-    def _sampler(self, sampling: Sampling):
-        sampler = _internals.LlamaSampler()
-        if sampling.greedy:
-            sampler.add_greedy()
-            return sampler
-        if sampling.top_k > 0:
-            sampler.add_top_k(sampling.top_k)
-        if sampling.top_p < 1.0:
-            sampler.add_top_p(sampling.top_p, 1)
-        sampler.add_temp(sampling.temperature)
-        sampler.add_dist(sampling.seed)
-        return sampler
-
     def _stream(self, prompt, max_tokens, sampling, stop, gen: Generation) -> Iterator[str]:
         gen.prompt_tokens = len(prompt)
         gen.reused_tokens = self._ingest(prompt)
         yield from self._answer(max_tokens, sampling, stop, gen)
-
-    def _answer(self, max_tokens, sampling, stop, gen: Generation) -> Iterator[str]:
-        """Sample after the tokens sequence 0 holds (`_cached`, the last one's logits at `_last`), feeding each
-        sampled token back through `_append`, until max_tokens, an end token, a stop string or a full context."""
-        sampler = self._sampler(sampling)
-        text = StopText(stop)
-        gen.finish_reason = "length"
-        try:
-            for _ in range(max_tokens):
-                if len(self._cached) >= self.n_ctx:
-                    gen.finish_reason = "context"
-                    break
-                token = sampler.sample(self._ctx, self._last)
-                if self.is_end(token):
-                    gen.finish_reason = "stop"
-                    break
-                self._append(token)
-                gen.generated_tokens += 1
-                out = text.feed(self._piece(token))
-                if out:
-                    yield out
-                if text.stopped:
-                    gen.finish_reason = "stop"
-                    return
-            rest = text.flush()
-            if rest:
-                yield rest
-        finally:
-            sampler.close()
 
     def _append(self, token: int) -> None:
         position = len(self._cached)
@@ -480,11 +347,6 @@ class LlamaEngine(Engine):
     def reset_perf(self) -> None:
         llama_cpp.llama_perf_context_reset(self._ctx.ctx)
 
-    def close(self):
-        self._batch.close()
-        self._ctx.close()
-        self._model.close()
-
 
 def _put(batch, n: int, token: int, pos: int, seq: int, logits: bool) -> None:
     batch.token[n] = token
@@ -492,52 +354,3 @@ def _put(batch, n: int, token: int, pos: int, seq: int, logits: bool) -> None:
     batch.n_seq_id[n] = 1
     batch.seq_id[n][0] = seq
     batch.logits[n] = logits
-
-
-class StopText:
-    """Token bytes in, text pieces out: whole UTF-8 characters only, and nothing of a stop string or after it
-    (text that may be the start of one is held back until it is clear)."""
-
-    def __init__(self, stop: Sequence[str] = ()):
-        self.stop = tuple(stop)
-        self.stopped = False
-        self._utf8 = codecs.getincrementaldecoder("utf-8")("replace")
-        self._held = ""
-
-    def feed(self, data: bytes) -> str:
-        self._held += self._utf8.decode(data)
-        for s in self.stop:
-            at = self._held.find(s)
-            if at >= 0:
-                self.stopped = True
-                out, self._held = self._held[:at], ""
-                return out
-        hold = max(
-            (
-                k
-                for s in self.stop
-                for k in range(min(len(s) - 1, len(self._held)), 0, -1)
-                if self._held.endswith(s[:k])
-            ),
-            default=0,
-        )
-        out, self._held = self._held[: len(self._held) - hold], self._held[len(self._held) - hold :]
-        return out
-
-    def flush(self) -> str:
-        """What is left once generation ends without a stop string."""
-        if self.stopped:
-            return ""
-        rest, self._held = self._held + self._utf8.decode(b"", final=True), ""
-        return rest
-
-
-def system_info() -> dict:
-    """What this llama.cpp build can do (for `mental-edge doctor`)."""
-    return {
-        "version": llama_cpp.__version__,
-        "system_info": llama_cpp.llama_print_system_info().decode("utf-8", "replace").strip(),
-        "gpu_offload": bool(llama_cpp.llama_supports_gpu_offload()),
-        "default_gpu_layers": default_gpu_layers(),
-        "default_threads": default_threads(),
-    }

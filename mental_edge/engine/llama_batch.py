@@ -28,13 +28,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mental_edge.engine.base import Request
-from mental_edge.engine.llama import StopText, _put
+from mental_edge.engine.base import IDLE, Request, Result
+from mental_edge.engine.text import StopText
 from mental_edge.errors import MentalEdgeError
+
+__all__ = ["IDLE", "Batcher", "cells_needed"]
 
 FOLLOW_ROOM = 64  # cache cells kept for the tokens appended after scoring (answer sentence + "Reasoning:")
 SHARE_MIN = 32  # tokens of prefix worth waiting for rather than reading them again
-IDLE = object()  # from a source of requests: nothing is waiting now (the busy slots go on)
 
 
 @dataclass(eq=False)
@@ -43,17 +44,21 @@ class _Slot:
     tokens: list[int] = field(default_factory=list)  # what the cache holds for this sequence
     req: Request | None = None
     phase: str = "idle"  # ingest -> score -> ingest (follow) -> generate
+    scores: list[float] | None = None  # the candidates' log-probabilities, once the prompt is read
     pending: list[int] = field(default_factory=list)  # tokens still to feed
     need: int = 0  # cache cells this request may place at most
     placed: int = 0  # cache cells it has placed so far
     first: np.ndarray | None = None  # log-probabilities after the prompt's last token
-    sampler: object = None
+    sampler: object = None  # the engine's TokenSampler while generating
     stream: StopText | None = None  # the answer's text, stop strings held back
     generated: int = 0
     text: list[str] = field(default_factory=list)
+    finish_reason: str | None = None
 
 
 class Batcher:
+    """Runs requests on a LlamaEngine through its batch interface (see engine/llama.py)."""
+
     def __init__(self, engine):
         self.e = engine
         self.slots = [_Slot(seq=i) for i in range(engine.slots)]
@@ -71,7 +76,7 @@ class Batcher:
 
     # -- admission ----------------------------------------------------------------------------------
 
-    def run(self, requests: Iterable[Request]) -> Iterator[Request]:
+    def run(self, requests: Iterable[Request | object]) -> Iterator[Result]:
         waiting = deque()
         source = iter(requests)
         self._clear()
@@ -89,7 +94,7 @@ class Batcher:
             for slot in self.slots:
                 if slot.sampler is not None:
                     slot.sampler.close()
-            self.e._forget()
+            self.e.clear_cache()
 
     def _admit(self, source, waiting: deque) -> None:
         while True:
@@ -105,7 +110,7 @@ class Batcher:
                     return
                 waiting.append(req)
             req = waiting[0]
-            need = _need(req)
+            need = cells_needed(req)
             if need > self.e.n_cells:
                 raise MentalEdgeError(f"a request needs {need} tokens of cache; the cache holds {self.e.n_cells}")
             if self._worth_waiting(req.prompt) or not self._room_for(need):
@@ -142,21 +147,21 @@ class Batcher:
         return True
 
     def _clear(self) -> None:
-        self.e._forget()
+        self.e.clear_cache()
         self.placed = 0
         for slot in self.slots:
             slot.tokens = []
 
     def _retire(self, seq: int, start: int) -> None:
         """Drop `seq`'s cells from position `start` on without freeing them (see the module doc)."""
-        self.e._ctx.kv_cache_seq_cp(seq, self.retired, start, -1)
-        self.e._ctx.kv_cache_seq_rm(seq, start, -1)
+        self.e.copy_cells(seq, self.retired, start, -1)
+        self.e.drop_cells(seq, start)
 
     def _start(self, req: Request, need: int, idle: list[_Slot]) -> None:
         slot = max(idle, key=lambda s: _common(s.tokens, req.prompt))
         self._load_prefix(slot, req.prompt)
         slot.req, slot.need, slot.placed, slot.phase = req, need, 0, "ingest"
-        slot.generated, slot.text = 0, []
+        slot.generated, slot.text, slot.scores = 0, [], None
 
     def _load_prefix(self, slot: _Slot, prompt: list[int]) -> None:
         """Keep or copy the longest cached prefix of `prompt`; queue the rest (at least the last token)."""
@@ -164,10 +169,9 @@ class Batcher:
         own = min(_common(slot.tokens, prompt), limit)
         donor = max(self.slots, key=lambda s: _common(s.tokens, prompt) if s is not slot else -1)
         theirs = min(_common(donor.tokens, prompt), limit) if donor is not slot else 0
-        ctx = self.e._ctx
         if theirs > own:
             self._retire(slot.seq, 0)
-            ctx.kv_cache_seq_cp(donor.seq, slot.seq, 0, theirs)
+            self.e.copy_cells(donor.seq, slot.seq, 0, theirs)
             own = theirs
         else:
             self._retire(slot.seq, own)
@@ -210,36 +214,32 @@ class Batcher:
         placed = []
         for i, toks in conts:
             seq = free_temps.pop()
-            self.e._ctx.kv_cache_seq_cp(slot.seq, seq, 0, len(slot.tokens))
+            self.e.copy_cells(slot.seq, seq, 0, len(slot.tokens))
             placed.append(((i, seq), toks))
         return (slot, "score", None, placed)
 
     def _decode(self, parts) -> dict:
         """Fill one batch; returns where each part's logits sit."""
-        batch = self.e._batch.batch
-        n = 0
+        rows = []  # (token, position, sequence, logits wanted)
         index = {}
         for slot, kind, tokens, extra in parts:
             if kind == "score":
                 for (i, seq), toks in extra:
-                    index[(id(slot), i)] = n
-                    for j, tok in enumerate(toks):
-                        _put(batch, n, tok, len(slot.tokens) + j, seq, True)
-                        n += 1
+                    index[(id(slot), i)] = len(rows)
+                    rows += [(tok, len(slot.tokens) + j, seq, True) for j, tok in enumerate(toks)]
                     slot.placed += len(toks)
                 continue
             for j, tok in enumerate(tokens):
                 last = j == len(tokens) - 1
                 want = last and (kind == "token" or len(tokens) == len(slot.pending))
-                _put(batch, n, tok, len(slot.tokens) + j, slot.seq, want)
-                n += 1
+                rows.append((tok, len(slot.tokens) + j, slot.seq, want))
             slot.placed += len(tokens)
-            index[id(slot)] = n - 1
-        if self.placed + n > self.e.n_cells:  # a request placed more than _need allowed it: refuse, not misplace
+            index[id(slot)] = len(rows) - 1
+        n = len(rows)
+        if self.placed + n > self.e.n_cells:  # a request placed more than cells_needed allowed: refuse, not misplace
             raise MentalEdgeError(f"the batch needs {n} cache cells; {self.e.n_cells - self.placed} are left")
         self.placed += n
-        batch.n_tokens = n
-        self.e._run_batch()
+        self.e.decode_rows(rows)
         return index
 
     def _advance(self, parts, index) -> Iterator[Request]:
@@ -259,15 +259,15 @@ class Batcher:
     def _after_logits(self, slot: _Slot, at: int) -> bool:
         """The slot's last fed token has logits at batch index `at`: move it on. True when the request is done."""
         req = slot.req
-        if slot.phase == "ingest" and req.candidates and req.scores is None:
-            slot.first = self.e._log_softmax_at(at)
-            req.scores = [float(slot.first[c[0]]) for c in req.candidates]
+        if slot.phase == "ingest" and req.candidates and slot.scores is None:
+            slot.first = self.e.log_probs(at)
+            slot.scores = [float(slot.first[c[0]]) for c in req.candidates]
             if any(len(c) > 1 for c in req.candidates):
                 slot.phase = "score"
                 return False
             return self._follow(slot, at)
-        if slot.phase == "ingest" and req.scores is None:
-            req.scores = []
+        if slot.phase == "ingest" and slot.scores is None:
+            slot.scores = []
             return self._follow(slot, at)
         if slot.phase == "ingest":  # the follow-up prompt is read: start generating
             self._start_generating(slot)
@@ -275,7 +275,7 @@ class Batcher:
 
     def _start_generating(self, slot: _Slot) -> None:
         slot.phase = "generate"
-        slot.sampler = self.e._sampler(slot.req.sampling)
+        slot.sampler = self.e.new_sampler(slot.req.sampling)
         slot.stream = StopText(slot.req.stop)
 
     def _finish_scoring(self, slot: _Slot, placed, index) -> bool:
@@ -284,7 +284,7 @@ class Batcher:
             start = index[(id(slot), i)]
             cont = req.candidates[i]
             for j in range(1, len(cont)):
-                req.scores[i] += float(self.e._log_softmax_at(start + j - 1)[cont[j]])
+                slot.scores[i] += float(self.e.log_probs(start + j - 1)[cont[j]])
             self._retire(seq, 0)
         return self._follow(slot, None)
 
@@ -294,7 +294,7 @@ class Batcher:
         req = slot.req
         if req.follow is None:
             return True
-        prompt = list(req.follow(req.scores))
+        prompt = list(req.follow(slot.scores))
         if len(prompt) > self.e.n_ctx:
             raise MentalEdgeError(f"the prompt has {len(prompt)} tokens; the context holds {self.e.n_ctx}")
         if at is not None and prompt == slot.tokens:
@@ -307,42 +307,42 @@ class Batcher:
     def _sample(self, slot: _Slot, at: int) -> bool:
         req = slot.req
         if len(slot.tokens) >= self.e.n_ctx:
-            req.finish_reason = "context"
+            slot.finish_reason = "context"
             return True
         if req.cancelled:
-            req.finish_reason = "cancelled"
+            slot.finish_reason = "cancelled"
             return True
-        token = slot.sampler.sample(self.e._ctx, at)
+        token = slot.sampler.sample(at)
         if self.e.is_end(token):
-            req.finish_reason = "stop"
+            slot.finish_reason = "stop"
             return True
         slot.generated += 1
-        out = slot.stream.feed(self.e._piece(token))
+        out = slot.stream.feed(self.e.token_bytes(token))
         slot.text.append(out)
         if out and req.on_text is not None:
             req.on_text(out)
         if slot.stream.stopped:  # the stop text and what follows it are dropped
-            req.finish_reason = "stop"
+            slot.finish_reason = "stop"
             return True
         if slot.generated >= req.max_tokens:
-            req.finish_reason = "length"
+            slot.finish_reason = "length"
             return True
         slot.pending = [token]
         return False
 
-    def _finish(self, slot: _Slot) -> Request:
+    def _finish(self, slot: _Slot) -> Result:
         req = slot.req
         if slot.stream is not None:
             rest = slot.stream.flush()
             slot.text.append(rest)
             if rest and req.on_text is not None:
                 req.on_text(rest)
-        req.text = "".join(slot.text)
-        req.generated_tokens = slot.generated
+        result = Result(req, slot.scores or [], "".join(slot.text), slot.finish_reason, slot.generated)
         if slot.sampler is not None:
             slot.sampler.close()
         slot.req, slot.sampler, slot.stream, slot.phase, slot.pending = None, None, None, "idle", []
-        return req
+        slot.finish_reason = None
+        return result
 
 
 def _common(a: list[int], b: list[int]) -> int:
@@ -354,8 +354,8 @@ def _common(a: list[int], b: list[int]) -> int:
     return n
 
 
-def _need(req: Request) -> int:
-    """Cache cells a request may occupy at its largest."""
+def cells_needed(req: Request) -> int:
+    """Cache cells a request may occupy at its largest in the batcher."""
     scoring = sum(max(len(c) - 1, 0) for c in req.candidates)
     follow = FOLLOW_ROOM if req.follow is not None and req.candidates else 0
     return len(req.prompt) + scoring + follow + (req.max_tokens if req.follow is not None else 0)

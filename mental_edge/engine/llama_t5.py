@@ -19,27 +19,26 @@ import llama_cpp
 import numpy as np
 from llama_cpp import _internals
 
-from mental_edge.engine.base import Engine, Generation, ModelInfo, Sampling, Segment, Seq2SeqPrompt
-from mental_edge.engine.llama import (
-    FILE_TYPES,
+from mental_edge.engine.base import Generation, Sampling, Seq2SeqPrompt
+from mental_edge.engine.llama_common import (
     ContextOverflow,
-    LlamaEngine,
-    _log_softmax,
+    LlamaCppEngine,
     check_gguf,
     default_gpu_layers,
     default_threads,
+    log_softmax,
+    model_info,
 )
 from mental_edge.errors import MentalEdgeError
 
 SCORE_SEQS = 8  # decoder sequences scored in one batch
 
 
-class LlamaT5Engine(LlamaEngine):
-    """Tokens, pieces and sampling as in `LlamaEngine`; evaluation through the encoder and a fresh decoder."""
+class LlamaT5Engine(LlamaCppEngine):
+    """Tokens, pieces and sampling as every llama.cpp engine (llama_common); evaluation through the encoder and a
+    fresh decoder, one request at a time."""
 
     encoder_decoder = True
-    slots = 1
-    run_requests = Engine.run_requests  # one request at a time, not the decoder-only engine's batching
 
     def __init__(
         self,
@@ -66,7 +65,7 @@ class LlamaT5Engine(LlamaEngine):
         self._start = llama_cpp.llama_model_decoder_start_token(self._model.model)
         self._encoded: list[int] | None = None  # the encoder input whose output the context holds
         self._control_re = None
-        self.info = _model_info(path, name, self._model, n_ctx_train)
+        self.info = model_info(path, name, self._model, add_bos=False)
         self.settings = {"n_ctx": self.n_ctx, "threads": threads, "gpu_layers": gpu_layers}
 
     def _context(self, threads: int):
@@ -80,13 +79,11 @@ class LlamaT5Engine(LlamaEngine):
 
     # -- tokens ---------------------------------------------------------------------------------
 
-    def tokenize_segments(self, segments: Sequence[Segment], *, add_bos: bool) -> list[int]:
-        """As the decoder-only engine; `add_bos` asks for the model's own additions, which for T5 is a
-        trailing `</s>` (add_eos in the file) and no BOS."""
-        tokens = super().tokenize_segments(segments, add_bos=False)
+    def frame(self, tokens: list[int]) -> list[int]:
+        """T5's encoder input ends with `</s>` (add_eos in the file) and has no BOS."""
         eos = self._model.token_eos()
-        if add_bos and self._model.add_eos_token() and eos >= 0 and tokens[-1:] != [eos]:
-            tokens.append(eos)
+        if self._model.add_eos_token() and eos >= 0 and tokens[-1:] != [eos]:
+            return [*tokens, eos]
         return tokens
 
     # -- evaluation -----------------------------------------------------------------------------
@@ -150,7 +147,7 @@ class LlamaT5Engine(LlamaEngine):
             firsts = self._decode_parts(parts, logits="all")
             for i, first in zip(group, firsts):
                 cont = continuations[i]
-                rows = _log_softmax(np.stack([self._logits(first + j) for j in range(len(cont))]))
+                rows = log_softmax(np.stack([self._logits(first + j) for j in range(len(cont))]))
                 scores[i] = float(rows[np.arange(len(cont)), list(cont)].sum())
         return scores
 
@@ -193,19 +190,3 @@ class LlamaT5Engine(LlamaEngine):
         batch.n_tokens = 1
         self._call(self._ctx.decode)
         self._cached.append(token)
-
-
-def _model_info(path: Path, name: str | None, model, n_ctx_train: int) -> ModelInfo:
-    meta = model.metadata()
-    return ModelInfo(
-        path=path,
-        name=name or meta.get("general.name") or path.stem,
-        architecture=meta.get("general.architecture", "unknown"),
-        quantization=FILE_TYPES.get(int(meta.get("general.file_type", -1)), "unknown"),
-        n_ctx_train=n_ctx_train,
-        n_params=model.n_params(),
-        chat_template=meta.get("tokenizer.chat_template"),
-        add_bos=False,
-        engine=f"llama.cpp (llama-cpp-python {llama_cpp.__version__})",
-        metadata=meta,
-    )

@@ -16,7 +16,7 @@ from sse_starlette.sse import EventSourceResponse
 
 from mental_edge.analysis import Analyzer
 from mental_edge.chat_format import Message, chat_format_for
-from mental_edge.engine import Request
+from mental_edge.engine import PromptText, Request, Segment
 from mental_edge.io.readers import _make_row  # the readers' own row rules: empty posts flagged, ids printable
 from mental_edge.runner import run_analysis
 from mental_edge.serve.app import ApiError
@@ -77,7 +77,7 @@ async def completions(body: CompletionRequest, http: HttpRequest):
     `mental-edge generate`."""
     _check_length(body.prompt, "prompt", http.app.state.settings.max_post_chars)
     engine = http.app.state.worker.engine
-    prompt = await run_in_threadpool(engine.tokenize, body.prompt, add_bos=engine.info.add_bos)
+    prompt = await run_in_threadpool(engine.encode, PromptText((Segment(body.prompt),)))  # as `generate` frames it
     req = _generation(engine, prompt, body.max_tokens, body, stop=body.stops())
     return await _respond(http, req, body.stream, "text_completion", engine.info.name)
 

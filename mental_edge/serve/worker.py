@@ -1,9 +1,9 @@
 """One thread owns the engine; every HTTP request's work goes through its queue.
 
-On a batching engine (llama.cpp with several slots) the thread runs one `Batcher` forever over the queue, so
-requests from different clients share each step (continuous batching across requests). Other engines take one
-request at a time. Results and streamed text go back through each job's `emit(kind, value)`, called on the
-worker thread: ("text", piece), ("done", request) or ("error", message).
+On an engine that batches (its `batch_runner()`: llama.cpp with several slots) the thread runs one runner forever
+over the queue, so requests from different clients share each step (continuous batching across requests). Other
+engines take one request at a time. Results and streamed text go back through each job's `emit(kind, value)`,
+called on the worker thread: ("text", piece), ("done", result) or ("error", message).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from mental_edge.engine import Engine, Request
+from mental_edge.engine import IDLE, Engine, Request, RequestRunner, Result
 from mental_edge.errors import MentalEdgeError
 
 MAX_WAITING = 512  # requests queued beyond this are refused (503): the server is overloaded
@@ -41,8 +41,8 @@ class EngineWorker:
         self._inbox: queue.Queue[list[Job] | None] = queue.Queue()
         self._ready: list[Job] = []  # taken from the inbox, not yet given to the engine
         self._jobs: dict[int, Job] = {}  # id(request) -> job, for requests handed to the engine
-        self._batcher = None
-        self._peak = 0  # peak_busy of batchers replaced after a failure
+        self._batcher: RequestRunner | None = None
+        self._peak = 0  # peak_busy of runners replaced after a failure
         self.completed = 0
         self.failed = 0
         self._thread = threading.Thread(target=self._run, name="engine-worker", daemon=True)
@@ -76,7 +76,7 @@ class EngineWorker:
     def stats(self) -> dict:
         batcher = self._batcher
         return {
-            "slots": getattr(self.engine, "slots", 1),
+            "slots": self.engine.slots,
             "in_flight": batcher.busy if batcher else len(self._jobs),
             "peak_in_flight": max(self._peak, batcher.peak_busy) if batcher else min(self.completed, 1),
             "queued": self._inbox.qsize() + len(self._ready),
@@ -89,8 +89,8 @@ class EngineWorker:
     def _run(self) -> None:
         while True:
             try:
-                for req in self._results():
-                    self._finish(req)
+                for result in self._results():
+                    self._finish(result)
                 return  # the source ended: stop() was called
             except Exception as exc:  # noqa: BLE001 - the engine failed mid-batch: fail what it held, go on
                 if self._batcher is not None:  # a fresh batcher: this one's slots still hold the failed requests
@@ -101,20 +101,13 @@ class EngineWorker:
                     self._fail(job, message)
 
     def _results(self):
-        if self._batches():
-            from mental_edge.engine.llama_batch import Batcher
-
-            self._batcher = self._batcher or Batcher(self.engine)
+        self._batcher = self._batcher or self.engine.batch_runner()
+        if self._batcher is not None:
             return self._batcher.run(self._source())
         return self.engine.run_requests(self._source())
 
-    def _batches(self) -> bool:
-        return getattr(self.engine, "slots", 1) > 1 and hasattr(self.engine, "n_cells")
-
     def _source(self):
         """Jobs' requests as the engine asks for them; IDLE when none waits while slots are busy."""
-        from mental_edge.engine.llama_batch import IDLE, _need
-
         while True:
             if not self._ready:
                 if self._batcher is not None and self._batcher.busy:
@@ -132,20 +125,20 @@ class EngineWorker:
             if job.req.cancelled:
                 self._fail(job, "cancelled", count=False)
                 continue
-            if self._batches() and _need(job.req) > self.engine.n_cells:
-                self._fail(
-                    job, f"the request needs {_need(job.req)} tokens of cache; the server holds {self.engine.n_cells}"
-                )
+            try:
+                self.engine.check_request(job.req)
+            except MentalEdgeError as exc:
+                self._fail(job, str(exc))
                 continue
             self._jobs[id(job.req)] = job
             yield job.req
 
-    def _finish(self, req: Request) -> None:
-        job = self._jobs.pop(id(req), None)
+    def _finish(self, result: Result) -> None:
+        job = self._jobs.pop(id(result.request), None)
         if job is None:
             return
         self.completed += 1
-        _safe_emit(job, "done", req)
+        _safe_emit(job, "done", result)
 
     def _fail(self, job: Job, message: str, count: bool = True) -> None:
         self._jobs.pop(id(job.req), None)
@@ -170,6 +163,11 @@ class SharedEngine:
 
     def __getattr__(self, name):
         return getattr(self._worker.engine, name)
+
+    def run_one(self, req: Request) -> Result:
+        """Through the worker too: the engine is only ever used on its thread."""
+        (result,) = self.run_requests([req])
+        return result
 
     def run_requests(self, requests):
         deadline = time.monotonic() + self._timeout
