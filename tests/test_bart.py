@@ -10,6 +10,7 @@ import torch
 from click.testing import CliRunner
 from mental_edge.convert import ConversionError, convert_checkpoint
 from seq2seq_tiny import hf_answer_scores, imhi_queries, quantized_agreement, source_tokens, write_bart
+from served import complete, serving
 from transformers import BartForConditionalGeneration, BartTokenizer, GenerationConfig
 
 from mental_edge.cli import main
@@ -17,6 +18,8 @@ from mental_edge.engine import Sampling, Seq2SeqPrompt, load_engine
 from mental_edge.engine.ctranslate2 import CT2Engine
 from mental_edge.errors import MentalEdgeError
 from mental_edge.tasks import load_tasks
+
+pytestmark = pytest.mark.slow  # torch: not in the fast tier
 
 SCORE_TOL = 1e-3  # nats per answer, CTranslate2 float32 against transformers fp32 (measured worst: 4e-6)
 TIE_MARGIN = 0.01  # logits this close may swap under rounding
@@ -223,3 +226,47 @@ def test_analyze_end_to_end_on_a_converted_bart(folders, reference, tmp_path):
     expected /= expected.sum()
     assert np.allclose([record["probabilities"][label] for label in labels], expected, atol=1e-3), record
     assert record["label"] == labels[int(np.argmax(expected))]
+
+
+# -- `generate` and /v1/completions: the raw prompt framed as the encoder takes it (<s> ... </s>) ----------------
+
+GENERATE_TOKENS = 12
+
+
+@pytest.fixture(scope="module")
+def generate_cases(reference, queries):
+    """Three IMHI completion queries with transformers' plain greedy text (the encoder reads tokenizer(query):
+    <s> ... </s>; the decoder starts </s> <s>), cut before a near-tie: the first whose text runs 6 tokens or more."""
+    tokenizer, model = reference
+    cases = []
+    for query in queries:
+        source = tokenizer(query).input_ids
+        if len(source) > 512:
+            continue
+        theirs, cut = _hf_greedy(model, source, GENERATE_TOKENS)
+        if len(theirs) >= 6:
+            cases.append((query, tokenizer.decode(theirs, skip_special_tokens=True), cut))
+        if len(cases) == 3:
+            return cases
+    pytest.fail(f"only {len(cases)} IMHI queries give 6 greedy tokens before a near-tie")
+
+
+def _same_text(ours: str, theirs: str, cut: bool) -> bool:
+    return ours.startswith(theirs) if cut else ours == theirs
+
+
+def test_generate_gives_transformers_greedy_text(folders, generate_cases):
+    for query, theirs, cut in generate_cases:
+        args = ["generate", "-m", str(folders["f32"]), "--temperature", "0", "--threads", "2"]
+        result = CliRunner().invoke(main, [*args, "--max-tokens", str(GENERATE_TOKENS), query])
+        assert result.exit_code == 0, result.output
+        assert result.stdout.endswith("\n") and _same_text(result.stdout[:-1], theirs, cut), (result.stdout, theirs)
+
+
+def test_completions_over_http_give_transformers_greedy_text(folders, reference, generate_cases, tmp_path):
+    tokenizer, _ = reference
+    with serving(folders["f32"], tmp_path, "--threads", "2") as url:
+        for query, theirs, cut in generate_cases:
+            body = complete(url, query, GENERATE_TOKENS)
+            assert _same_text(body["choices"][0]["text"], theirs, cut), (body, theirs)
+            assert body["usage"]["prompt_tokens"] == len(tokenizer(query).input_ids)
