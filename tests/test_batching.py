@@ -89,13 +89,12 @@ def test_other_sequences_cells_before_a_sequence_leave_its_logits_unchanged(smol
         more = engine.tokenize(" My friends say I should talk to someone, but I do not know who.")
 
         def continuation_logits(other_first: bool):
-            engine._forget()
+            engine.clear_cache()
             if other_first:
-                engine._decode(prompt[:40], 0, seq=5)  # another sequence takes the first cells
-            engine._decode(prompt, 0, seq=0)
-            engine._fill_batch([(0, len(prompt), more)], logits="all")
-            engine._run_batch()
-            return np.stack([engine._logits(i) for i in range(len(more))])
+                _read(engine, prompt[:40], seq=5)  # another sequence takes the first cells
+            _read(engine, prompt, seq=0)
+            engine.decode_rows([(tok, len(prompt) + j, 0, True) for j, tok in enumerate(more)])
+            return np.stack([engine.log_probs(i) for i in range(len(more))])
 
         assert np.array_equal(continuation_logits(False), continuation_logits(True))
     finally:
@@ -111,14 +110,20 @@ def test_a_token_decoded_alone_does_not_depend_on_the_other_cells_in_the_cache(s
         token = engine.tokenize(" I")[0]
 
         def next_logits(others: bool):
-            engine._forget()
-            engine._decode(prompt, 0, seq=0)
+            engine.clear_cache()
+            _read(engine, prompt, seq=0)
             if others:
-                engine._decode(other, 0, seq=3)  # another post's cells after it: 600 more in use
-            engine._fill_batch([(0, len(prompt), [token])], logits="last")
-            engine._run_batch()
-            return engine._logits(0)
+                _read(engine, other, seq=3)  # another post's cells after it: 600 more in use
+            engine.decode_rows([(token, len(prompt), 0, True)])
+            return engine.log_probs(0)
 
         assert np.array_equal(next_logits(False), next_logits(True))
     finally:
         engine.close()
+
+
+def _read(engine, tokens, seq):
+    """Feed tokens to one sequence from position 0 through the batch interface, n_batch at a time."""
+    for start in range(0, len(tokens), engine.n_batch):
+        chunk = tokens[start : start + engine.n_batch]
+        engine.decode_rows([(tok, start + j, seq, False) for j, tok in enumerate(chunk)])
