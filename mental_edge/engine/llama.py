@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import llama_cpp
+import numpy as np
 from gguf import GGMLQuantizationType
 from llama_cpp import _internals
 
@@ -276,6 +277,22 @@ class LlamaEngine(LlamaCppEngine):
         for group in self._score_groups(continuations, room=min(self.n_batch, self.n_cells - len(prompt))):
             self._score_group(len(prompt), group, continuations, scores)
         return scores
+
+    def prompt_logits(self, tokens: Sequence[int]) -> np.ndarray:
+        """Raw logits after every token of `tokens` (row i: the next token after tokens[:i+1]), read from an empty
+        cache, which is left empty again. For `mental-edge verify`, which compares them with a reference."""
+        if not tokens or len(tokens) > self.n_ctx:
+            raise ContextOverflow(f"the prompt has {len(tokens)} tokens; the context holds {self.n_ctx}")
+        self.clear_cache()
+        rows = []
+        try:
+            for start in range(0, len(tokens), self.n_batch):
+                part = tokens[start : start + self.n_batch]
+                self.decode_rows([(tok, start + j, 0, True) for j, tok in enumerate(part)])
+                rows += [self._logits(j) for j in range(len(part))]
+        finally:
+            self.clear_cache()
+        return np.stack(rows)
 
     def _score_groups(self, continuations, room: int) -> Iterator[list[int]]:
         """Indices of continuations that fit together in `room` cells (of the batch and of the cache after the

@@ -151,6 +151,16 @@ class LlamaT5Engine(LlamaCppEngine):
                 scores[i] = float(rows[np.arange(len(cont)), list(cont)].sum())
         return scores
 
+    def prompt_logits(self, prompt: Seq2SeqPrompt) -> np.ndarray:
+        """Raw decoder logits after its start token and after each target token (len(target) + 1 rows), the
+        source encoded first. For `mental-edge verify`, which compares them with a reference."""
+        decoded = [self._start, *prompt.target]
+        if len(decoded) > self.n_ctx:
+            raise ContextOverflow(f"the target has {len(prompt.target)} tokens; the decoder holds {self.n_ctx}")
+        self._encode(prompt.source)
+        first = self._decode_parts([(0, decoded)], logits="all")[0]
+        return np.stack([self._logits(first + j) for j in range(len(decoded))])
+
     def _groups(self, continuations) -> Iterator[list[int]]:
         group, size = [], 0
         for i, cont in enumerate(continuations):
