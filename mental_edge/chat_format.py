@@ -17,7 +17,7 @@ from datetime import datetime
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from mental_edge.engine import Engine, Segment
+from mental_edge.engine import Engine, PromptText, Segment, Seq2SeqPrompt
 from mental_edge.errors import MentalEdgeError
 
 _HOLDER = re.compile("\ue000(\\d+)\ue001")  # private-use characters: never in a template's own text
@@ -39,8 +39,8 @@ class ChatFormat:
     def segments(self, messages: Sequence[Message]) -> list[Segment]:
         raise NotImplementedError
 
-    def tokens(self, engine: Engine, messages: Sequence[Message]) -> list[int]:
-        return engine.tokenize_segments(self.segments(messages), add_bos=self.add_bos)
+    def tokens(self, engine: Engine, messages: Sequence[Message]) -> list[int] | Seq2SeqPrompt:
+        return engine.encode(PromptText(tuple(self.segments(messages)), frame=self.add_bos))
 
 
 def _raise(message):
