@@ -67,7 +67,7 @@ def read_input(
 
 def rows_from_text(text: str, source: str = "argument") -> Iterator[InputRow]:
     """A single post given on the command line (argv may carry undecodable bytes as surrogates)."""
-    yield _make_row("1", text, source, 1)
+    yield make_row("1", text, source, 1)
 
 
 def rows_from_stream(stream: IO, source: str = "<stdin>") -> Iterator[InputRow]:
@@ -147,7 +147,7 @@ def _line_rows(lines: Iterable[str], source: str) -> Iterator[InputRow]:
     for number, line in enumerate(lines, start=1):
         line = line.rstrip("\r\n")
         if line.strip():
-            yield _make_row(str(number), line, source, number)
+            yield make_row(str(number), line, source, number)
 
 
 def _csv_rows(handle: IO[str], path: Path, text_column, id_column) -> Iterator[InputRow]:
@@ -250,7 +250,7 @@ def _row_from_fields(
             row_id, None, str(path), number, flag=f"field {text_column!r} is a {type(text).__name__}, not text"
         )
     gold = gold if isinstance(gold, str) and not _SURROGATE.search(gold) else None
-    return _make_row(row_id, text or "", str(path), number, gold=gold, where=f" in {text_column!r}")
+    return make_row(row_id, text or "", str(path), number, gold=gold, where=f" in {text_column!r}")
 
 
 def _id_value(value, number: int) -> str:
@@ -260,9 +260,10 @@ def _id_value(value, number: int) -> str:
     return _printable(str(value))
 
 
-def _make_row(
+def make_row(
     row_id: str, text: str, source: str, number: int, *, gold: str | None = None, where: str = ""
 ) -> InputRow:
+    """One input row by the readers' rules: undecodable or empty text flagged, the id made printable."""
     bad = _SURROGATE.search(text)
     if bad:
         byte = ord(bad.group()) - 0xDC00

@@ -19,16 +19,12 @@ from starlette.exceptions import HTTPException
 
 from mental_edge import __version__
 from mental_edge.errors import MentalEdgeError
-from mental_edge.serve import ServeSettings
+from mental_edge.serve.errors import ApiError
+from mental_edge.serve.routes import router
+from mental_edge.serve.settings import ServeSettings
 from mental_edge.serve.worker import Busy, EngineWorker, TimedOut
 
 log = logging.getLogger("mental_edge.serve")
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, kind: str = "invalid_request_error"):
-        super().__init__(message)
-        self.status, self.message, self.kind = status, message, kind
 
 
 def error_response(status: int, message: str, kind: str = "invalid_request_error") -> JSONResponse:
@@ -38,8 +34,6 @@ def error_response(status: int, message: str, kind: str = "invalid_request_error
 
 
 def create_app(worker: EngineWorker, settings: ServeSettings) -> FastAPI:
-    from mental_edge.serve.routes import router
-
     app = FastAPI(
         title="mental-edge",
         version=__version__,

@@ -17,9 +17,9 @@ from sse_starlette.sse import EventSourceResponse
 from mental_edge.analysis import Analyzer
 from mental_edge.chat_format import Message, chat_format_for
 from mental_edge.engine import PromptText, Request, Segment
-from mental_edge.io.readers import _make_row  # the readers' own row rules: empty posts flagged, ids printable
+from mental_edge.io.readers import make_row  # the readers' own row rules: empty posts flagged, ids printable
 from mental_edge.runner import run_analysis
-from mental_edge.serve.app import ApiError
+from mental_edge.serve.errors import ApiError
 from mental_edge.serve.schemas import AnalyzeRequest, ChatRequest, CompletionRequest, Post
 from mental_edge.serve.worker import SharedEngine, TimedOut
 from mental_edge.tasks import load_tasks
@@ -38,7 +38,7 @@ def analyze(body: AnalyzeRequest, http: HttpRequest):
         row_id, text = (post.id, post.text) if isinstance(post, Post) else (str(n), post)
         _check_length(text, f"posts[{n - 1}]", settings.max_post_chars)
         _check_length(row_id, f"posts[{n - 1}].id", settings.max_post_chars)
-        rows.append(_make_row(row_id, text, "request", n))
+        rows.append(make_row(row_id, text, "request", n))
     engine = SharedEngine(worker, settings.timeout)
     analyzer = Analyzer(
         engine,
