@@ -44,5 +44,18 @@ def isolated_home(tmp_path_factory, monkeypatch):
     return home
 
 
-# Real-weights Hugging Face checkpoints rebuilt from GGUF files (smollm2_hf_checkpoint).
+# The fast tier (`python -m pytest tests -q -m "not slow"`) runs the CLI and runtime on FakeEngine (fake_models).
+# A test that reads the real small model or a checkpoint rebuilt from it is slow, marked here by its fixtures;
+# modules that import torch mark themselves (`pytestmark = pytest.mark.slow`).
+SLOW_FIXTURES = frozenset({"smollm2_gguf", "smollm2_hf_checkpoint"})
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
+# Real-weights Hugging Face checkpoints rebuilt from GGUF files (smollm2_hf_checkpoint); the fake engine's fixture.
+from fake_engine import fake_models  # noqa: E402,F401
 from hf_fixtures import smollm2_hf_checkpoint  # noqa: E402,F401

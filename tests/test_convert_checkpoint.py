@@ -13,6 +13,8 @@ from mental_edge.convert import ConversionError
 from mental_edge.convert.arch import llama
 from mental_edge.convert.checkpoint import Checkpoint
 
+pytestmark = pytest.mark.slow  # torch: not in the fast tier
+
 
 def _as_numpy(t: torch.Tensor) -> np.ndarray:
     return t.float().numpy() if t.dtype == torch.bfloat16 else t.numpy()

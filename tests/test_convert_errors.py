@@ -12,6 +12,8 @@ from mental_edge.convert import ConversionError, convert_checkpoint
 
 from mental_edge.cli import main
 
+pytestmark = pytest.mark.slow  # torch: not in the fast tier
+
 
 def _cli_error(*args) -> str:
     result = CliRunner().invoke(main, list(map(str, args)))

@@ -32,6 +32,8 @@ from test_convert_roundtrip import llama_logits
 from mental_edge.cli import main
 from mental_edge.engine import Segment, load_engine
 
+pytestmark = pytest.mark.slow  # torch: not in the fast tier
+
 TOL = 0.02
 EDGE_TEXTS = [
     CHECK_TEXT,
