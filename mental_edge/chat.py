@@ -22,6 +22,7 @@ from mental_edge.chat_format import Message, chat_format_for
 from mental_edge.chat_input import LineReader
 from mental_edge.engine import Engine, Sampling, load_engine
 from mental_edge.errors import MentalEdgeError
+from mental_edge.families import family_for
 from mental_edge.io.files import atomic_write_text
 from mental_edge.store import default_model, model_path, resolve_model, store_home
 from mental_edge.tasks import load_tasks
@@ -212,7 +213,7 @@ class Session:
     # -- analysis -------------------------------------------------------------------------------
 
     def _pick_tasks(self, name: str):
-        language = "zh" if self.engine.info.architecture == "chatglm" else "en"
+        language = family_for(self.engine.info.architecture).language
         return self.task_set.get(name, language=language if name.strip().lower() == "all" else None)
 
     def analyze(self, post: str) -> None:

@@ -30,6 +30,7 @@ from mental_edge import cpu, store
 from mental_edge.analysis import Analyzer
 from mental_edge.engine import load_engine
 from mental_edge.errors import MentalEdgeError
+from mental_edge.families import family_for
 from mental_edge.io.readers import InputRow
 from mental_edge.runner import RunSummary, run_analysis, work_left
 from mental_edge.tasks import Task, TaskSet
@@ -122,7 +123,7 @@ class RayAnalysis:
 
     @property
     def language(self) -> str:
-        return "zh" if self.architecture == "chatglm" else "en"
+        return family_for(self.architecture).language
 
     def report(self) -> str:
         """One line on where the run went, and on workers lost, for the end of `analyze`."""

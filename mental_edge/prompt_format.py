@@ -1,4 +1,5 @@
-"""How a model wants a single query laid out, and which task form it was trained on.
+"""How a model wants a single query laid out, and which task form it answers: both the model family's
+(families/), or the query format a run names.
 
 MentaLLaMA was evaluated on the raw IMHI query after BOS (no [INST] wrapper); GLM-4 models take
 `[gMASK]<sop><|user|>\\n{query}<|assistant|>`. The wrapper's control tokens are special segments; the query,
@@ -7,38 +8,13 @@ which holds the post, never is.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from mental_edge.engine import ModelInfo, Segment
+from mental_edge.engine import ModelInfo
 from mental_edge.errors import MentalEdgeError
+from mental_edge.families import QueryFormat, family_for, query_formats
 
+__all__ = ["FORMATS", "QueryFormat", "form_for", "query_format_for"]
 
-@dataclass(frozen=True)
-class QueryFormat:
-    name: str
-    before: tuple[Segment, ...]
-    after: tuple[Segment, ...]
-    add_bos: bool  # add BOS where the model file asks for it
-    separator: str  # between the wrapped query and an answer the model is scored on or continues
-
-    def segments(self, query: str, answer: str | None = None) -> list[Segment]:
-        """The prompt for `query`, followed by `answer` when the answer is being scored or continued."""
-        parts = [*self.before, Segment(query), *self.after]
-        if answer is not None:
-            parts.append(Segment(self.separator + answer))
-        return parts
-
-
-FORMATS = {
-    "raw": QueryFormat("raw", (), (), add_bos=True, separator=" "),
-    "glm": QueryFormat(
-        "glm",
-        (Segment("[gMASK]<sop><|user|>", special=True), Segment("\n")),
-        (Segment("<|assistant|>", special=True),),
-        add_bos=False,
-        separator="\n",
-    ),
-}
+FORMATS: dict[str, QueryFormat] = query_formats()
 
 
 def query_format_for(info: ModelInfo, name: str | None = None) -> QueryFormat:
@@ -47,16 +23,13 @@ def query_format_for(info: ModelInfo, name: str | None = None) -> QueryFormat:
         if name not in FORMATS:
             raise MentalEdgeError(f"unknown prompt format {name!r}; known: {', '.join(FORMATS)}")
         return FORMATS[name]
-    if info.architecture == "chatglm":
-        return FORMATS["glm"]
-    return FORMATS["raw"]
+    return family_for(info.architecture).query_format
 
 
 def form_for(info: ModelInfo, language: str) -> str:
-    """The task form a model answers: Chinese tasks in their own form; encoder-decoder models were trained on
-    the IMHI completion form, decoder-only chat models on the instruction form."""
+    """The task form a model answers: Chinese tasks in their own form, English ones in the form its family
+    was trained on (encoder-decoder models the IMHI completion form, decoder-only chat models the instruction
+    form)."""
     if language == "zh":
         return "chinese"
-    if info.architecture in ("t5", "bart"):
-        return "completion"
-    return "instruction"
+    return family_for(info.architecture).form

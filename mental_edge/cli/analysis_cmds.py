@@ -15,6 +15,7 @@ from mental_edge.cli.common import model_options, open_engine, sampling_options
 from mental_edge.distributed import RayAnalysis, model_spec
 from mental_edge.engine import PromptText, Segment
 from mental_edge.errors import MentalEdgeError
+from mental_edge.families import family_for
 from mental_edge.io.lock import hold_output
 from mental_edge.io.readers import input_files, is_imhi_file, read_file, read_input
 from mental_edge.io.records import RecordWriter
@@ -140,7 +141,7 @@ def analyze(
             language, analyze_rows = cluster.language, cluster.run_analysis
         else:
             engine = open_engine(**model_opts)
-            language = "zh" if engine.info.architecture == "chatglm" else "en"
+            language = family_for(engine.info.architecture).language
             analyze_rows = functools.partial(run_analysis, Analyzer(engine, **settings))
         tasks = [t for name in task_names for t in taskset.get(name, language=language)]
         rows = read_input(text, input_path, text_column=text_column, id_column=id_column)

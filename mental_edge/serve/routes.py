@@ -17,6 +17,7 @@ from sse_starlette.sse import EventSourceResponse
 from mental_edge.analysis import Analyzer
 from mental_edge.chat_format import Message, chat_format_for
 from mental_edge.engine import PromptText, Request, Segment
+from mental_edge.families import family_for
 from mental_edge.io.readers import make_row  # the readers' own row rules: empty posts flagged, ids printable
 from mental_edge.runner import run_analysis
 from mental_edge.serve.errors import ApiError
@@ -49,7 +50,7 @@ def analyze(body: AnalyzeRequest, http: HttpRequest):
         prompt_format=body.prompt_format,
     )
     taskset = _taskset(http)
-    language = "zh" if engine.info.architecture == "chatglm" else "en"
+    language = family_for(engine.info.architecture).language
     tasks = [t for name in dict.fromkeys(body.tasks) for t in taskset.get(name, language=language)]
     records: list[dict] = []
     run_analysis(analyzer, rows, list(dict.fromkeys(tasks)), write=records.append)

@@ -1,0 +1,63 @@
+"""What a model family is made of: its language, the task form it answers, how it takes one query and, without
+a chat template in the model file, how it lays out a conversation. The family modules fill these in."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from mental_edge.engine import Engine, PromptText, Segment, Seq2SeqPrompt
+
+
+@dataclass(frozen=True)
+class QueryFormat:
+    """How a model takes one query: control text around it (special segments, never the query itself)."""
+
+    name: str
+    before: tuple[Segment, ...]
+    after: tuple[Segment, ...]
+    add_bos: bool  # add BOS where the model file asks for it
+    separator: str  # between the wrapped query and an answer the model is scored on or continues
+
+    def segments(self, query: str, answer: str | None = None) -> list[Segment]:
+        """The prompt for `query`, followed by `answer` when the answer is being scored or continued."""
+        parts = [*self.before, Segment(query), *self.after]
+        if answer is not None:
+            parts.append(Segment(self.separator + answer))
+        return parts
+
+
+RAW = QueryFormat("raw", (), (), add_bos=True, separator=" ")  # the query as it is, after BOS
+
+
+@dataclass(frozen=True)
+class Message:
+    role: str  # "system", "user" or "assistant"
+    content: str
+
+
+class ChatFormat:
+    """Renders messages, ending with the assistant's turn opened, as segments for `Engine.tokenize_segments`."""
+
+    name = "chat"
+    add_bos = True  # let the engine add BOS where the model file asks for it (never a second one)
+    stop: tuple[str, ...] = ()
+
+    def segments(self, messages: Sequence[Message]) -> list[Segment]:
+        raise NotImplementedError
+
+    def tokens(self, engine: Engine, messages: Sequence[Message]) -> list[int] | Seq2SeqPrompt:
+        return engine.encode(PromptText(tuple(self.segments(messages)), frame=self.add_bos))
+
+
+@dataclass(frozen=True)
+class Family:
+    """A family's defaults: `language` of the tasks it runs by default ("en", "zh"), the task `form` it was
+    trained on for English tasks, its `query_format` (a run's --prompt-format overrides it) and `chat_format`,
+    made from the model's BOS and EOS text, for a model file without a chat template (None: it has none)."""
+
+    name: str
+    language: str
+    form: str
+    query_format: QueryFormat = RAW
+    chat_format: Callable[[str, str], ChatFormat] | None = None
