@@ -82,6 +82,7 @@ class Item:
     top_ids: np.ndarray | None = None  # (positions, KEEP) int32, best first
     top_logits: np.ndarray | None = None  # (positions, KEEP) float32
     log_norm: np.ndarray | None = None  # (positions,) float32: logsumexp of each position's logits
+    vocab_size: int = 0
 
     def positions(self) -> list[int] | Seq2SeqPrompt:
         """What `prompt_logits` reads: the prompt and the first label's answer (for an encoder-decoder model, the
@@ -271,6 +272,7 @@ def _keep(item: Item, logits: np.ndarray) -> None:
     item.top_ids = np.take_along_axis(ids, order, 1).astype(np.int32)
     item.top_logits = np.take_along_axis(vals, order, 1)
     item.log_norm = _logsumexp(logits)
+    item.vocab_size = logits.shape[1]
 
 
 def _logsumexp(logits: np.ndarray) -> np.ndarray:
@@ -289,6 +291,10 @@ def compare(items: Sequence[Item], reference, say: Say | None = None) -> Figures
         if ref_logits.shape[0] != item.top_ids.shape[0]:
             got, want = ref_logits.shape[0], item.top_ids.shape[0]
             raise MentalEdgeError(f"{item.row}: the reference gave {got} positions, the model file {want}")
+        if ref_logits.shape[1] != item.vocab_size:
+            raise MentalEdgeError(
+                f"the reference has another vocabulary: {ref_logits.shape[1]} tokens, the model file {item.vocab_size}"
+            )
         _add_positions(figures, item, ref_logits)
         ref_scores = reference.score(item.prompt, item.candidates)
         _add_labels(figures, item, ref_scores)
@@ -359,23 +365,38 @@ class ModelRun:
     query_tokens: list[int]  # the plain tokens of the first query, to hold against the other side's tokenizer
 
 
-def run_model(path, rows, *, engine_options: dict | None = None, prompt_format=None, say: Say | None = None):
-    """Load the model file, record every item, free it."""
+def file_architecture(path) -> str:
+    """general.architecture of a GGUF file ("bart" for a CTranslate2 folder), read without loading the model."""
+    from mental_edge.engine import gguf_architecture
+
+    path = Path(path)
+    if path.is_dir():
+        return "bart"
+    arch = gguf_architecture(path) if path.is_file() else None
+    if arch is None:
+        raise MentalEdgeError(f"{path}: not a GGUF model file with its architecture in the header")
+    return arch
+
+
+def run_model(path, rows, *, check=None, engine_options=None, prompt_format=None, say: Say | None = None):
+    """Load the model file, record every item, free it. `check(run)` sees the run after its first item, so that
+    a reference that cannot match stops it early."""
     from mental_edge.engine import load_engine
 
     engine = load_engine(path, **(engine_options or {}))
     try:
-        items = record_model(engine, rows, prompt_format=prompt_format, say=say)
+        items = record_model(engine, rows[:1], prompt_format=prompt_format, say=say)
         info = engine.info
-        arch = info.architecture
         meta = info.metadata or {}
-        hparams = {
-            "layers": meta.get(f"{arch}.block_count"),
-            "width": meta.get(f"{arch}.embedding_length"),
-        }
-        vocab = _prompt_logits(engine, items[0].positions()).shape[1]
-        query_tokens = engine.tokenize(items[0].query)
-        return ModelRun(items, info.name, arch, info.quantization, vocab, hparams, query_tokens)
+        arch = info.architecture
+        hparams = {"layers": meta.get(f"{arch}.block_count"), "width": meta.get(f"{arch}.embedding_length")}
+        first = items[0]
+        tokens = engine.tokenize(first.query)
+        run = ModelRun(items, info.name, arch, info.quantization, first.vocab_size, hparams, tokens)
+        if check is not None:
+            check(run)
+        run.items += record_model(engine, rows[1:], prompt_format=prompt_format, say=say)
+        return run
     finally:
         engine.close()
 
@@ -385,16 +406,17 @@ def verify_against(model, other, data, *, tasks=None, rows=DEFAULT_ROWS, engine_
     from mental_edge.engine import load_engine
     from mental_edge.tasks import load_tasks
 
+    kind, other_kind = file_architecture(model), file_architecture(other)
+    if kind != other_kind:
+        raise MentalEdgeError(f"{other} is a {other_kind} model; the model file is {kind}")
     run = run_model(model, list(imhi_rows(data, tasks, rows, load_tasks())), engine_options=engine_options, say=say)
     ref = load_engine(other, **(engine_options or {}))
     try:
-        _same_kind(run, ref.info.architecture, str(other))
         _same_tokens(run, ref.tokenize(run.items[0].query), str(other))
         figures = compare(run.items, ref, say=say)
     finally:
         ref.close()
-    limits = thresholds_for(run.quantization)
-    return report(str(model), str(other), "against", figures, limits)
+    return report(str(model), str(other), "against", figures, thresholds_for(run.quantization))
 
 
 def verify_reference(
@@ -413,16 +435,23 @@ def verify_reference(
     from mental_edge import verify_reference as hf
     from mental_edge.tasks import load_tasks
 
+    checkpoint = Path(checkpoint)
     hf.check_extra()
-    _, arch, _ = hf.layout_of(Path(checkpoint))
-    run = run_model(model, list(imhi_rows(data, tasks, rows, load_tasks())), engine_options=engine_options, say=say)
-    _same_kind(run, arch, str(checkpoint))
+    _, arch, _ = hf.layout_of(checkpoint)
+    kind = file_architecture(model)
+    if kind != arch:
+        raise MentalEdgeError(f"{checkpoint} is a {arch} model; the model file is {kind}")
+
+    def check(run: ModelRun) -> None:
+        _same_shape(run, hf.config_hparams(checkpoint), str(checkpoint))
+        tokens = hf.tokenize(checkpoint, run.items[0].query)
+        if tokens is not None:
+            _same_tokens(run, tokens, str(checkpoint))
+
+    rows = list(imhi_rows(data, tasks, rows, load_tasks()))
+    run = run_model(model, rows, check=check, engine_options=engine_options, say=say)
     ref = hf.Reference(checkpoint, device=device, dtype=dtype)
     try:
-        _same_shape(run, ref.hparams(), ref.vocab_size, str(checkpoint))
-        hf_tokens = hf.tokenize(Path(checkpoint), run.items[0].query)
-        if hf_tokens is not None:
-            _same_tokens(run, hf_tokens, str(checkpoint))
         figures = compare(run.items, ref, say=say)
     finally:
         ref.close()
@@ -444,12 +473,10 @@ def _same_tokens(run: ModelRun, tokens: list[int], where: str) -> None:
         )
 
 
-def _same_shape(run: ModelRun, hparams: dict, vocab_size: int, where: str) -> None:
-    if vocab_size != run.vocab_size:
-        raise MentalEdgeError(f"{where} has another vocabulary: {vocab_size} tokens, the model file {run.vocab_size}")
+def _same_shape(run: ModelRun, hparams: dict, where: str) -> None:
     for key, value in hparams.items():
         ours = run.hparams.get(key)
-        if ours is not None and int(ours) != int(value):
+        if ours is not None and value is not None and int(ours) != int(value):
             raise MentalEdgeError(
                 f"the model file is not a conversion of {where}: {key} {ours} in the file, {value} in the checkpoint"
             )

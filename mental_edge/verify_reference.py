@@ -51,6 +51,14 @@ def layout_of(folder: Path) -> tuple[str, str, str]:
     return (name, *LAYOUTS[name])
 
 
+def config_hparams(folder: Path) -> dict:
+    """Layers and width from config.json (no torch), to hold against the model file's."""
+    config = read_config(folder)
+    layers = config.get("num_hidden_layers") or config.get("num_layers")
+    width = config.get("hidden_size") or config.get("d_model")
+    return {"layers": layers, "width": width}
+
+
 def _torch():
     try:
         import torch
@@ -108,12 +116,6 @@ class Reference:
             return auto.from_pretrained(self.folder, dtype=self._dtype, trust_remote_code=False)
         except (OSError, ValueError, KeyError, RuntimeError) as exc:
             raise MentalEdgeError(f"{self.folder}: transformers could not load it ({_first_line(exc)})") from None
-
-    def hparams(self) -> dict[str, int]:
-        """Layers and width, to hold against the model file's."""
-        cfg = self.model.config
-        layers = getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "num_layers", None)
-        return {"layers": int(layers), "width": int(getattr(cfg, "hidden_size", None) or cfg.d_model)}
 
     def close(self) -> None:
         torch = _torch()
