@@ -17,6 +17,7 @@ MockModel: no weights, no llama.cpp, a millisecond a post. It is a language mode
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -70,6 +71,27 @@ def text_logprob(context: str, text: str, salt: str = "") -> float:
         total += logprob(context, piece, salt)
         context += piece
     return total
+
+
+BOS_TEXT = "\x01<s>\x01"  # how the fake model reads BOS before a llama-family prompt
+
+
+def expected(post: str, task, form: str = "instruction", salt: str = ""):
+    """(label, probabilities) the fake model gives `post` for `task`, from the answer sentences' log-probability."""
+    query = task.render(post, form)
+    scores = {label: text_logprob(BOS_TEXT, f"{query} {task.answer(label, form)}", salt) for label in task.labels}
+    top = max(scores.values())
+    weights = {label: math.exp(s - top) for label, s in scores.items()}
+    total = sum(weights.values())
+    probabilities = {label: w / total for label, w in weights.items()}
+    return max(probabilities, key=probabilities.get), probabilities
+
+
+def expected_explanation(post: str, label: str, task, form: str = "instruction", max_tokens: int = 256) -> str:
+    """The fake model's greedy continuation of the query, the label's answer sentence and the reasoning marker."""
+    engine = FakeEngine()
+    text = f"{task.render(post, form)} {task.explain_prefix(label, form)}"
+    return engine.generate(engine.tokenize(text, add_bos=True), max_tokens=max_tokens).text().strip()
 
 
 class FakeEngine(Engine):

@@ -9,12 +9,11 @@ explanation the fake model's greedy text after `{answer} Reasoning:`.
 
 import csv
 import json
-import math
 import stat
 
 import pytest
 from click.testing import CliRunner
-from fake_engine import BOS, CONTROLS, ENGINE_NAME, FakeEngine, text_logprob
+from fake_engine import BOS, CONTROLS, ENGINE_NAME, FakeEngine, expected, expected_explanation
 
 from mental_edge.cli import main
 from mental_edge.io.readers import read_file
@@ -23,7 +22,6 @@ from mental_edge.tasks import load_tasks
 
 TASKS = load_tasks()
 DR = TASKS.task("DR")
-BOS_TEXT = "\x01<s>\x01"  # how the fake model reads BOS before a llama-family prompt
 POSTS = [
     "I haven't slept properly in weeks and nothing feels worth doing anymore.",
     "Went hiking with my sister today, the view was amazing.",
@@ -35,24 +33,6 @@ POSTS = [
 
 def run(*args, input=None):
     return CliRunner().invoke(main, [str(a) for a in args], input=input)
-
-
-def expected(post: str, task=DR, form="instruction", salt=""):
-    """(label, probabilities) the fake model gives `post` for `task`, from the answer sentences' log-probability."""
-    query = task.render(post, form)
-    scores = {label: text_logprob(BOS_TEXT, f"{query} {task.answer(label, form)}", salt) for label in task.labels}
-    top = max(scores.values())
-    weights = {label: math.exp(s - top) for label, s in scores.items()}
-    total = sum(weights.values())
-    probabilities = {label: w / total for label, w in weights.items()}
-    return max(probabilities, key=probabilities.get), probabilities
-
-
-def expected_explanation(post: str, label: str, task=DR, form="instruction", max_tokens=256) -> str:
-    """The fake model's greedy continuation of the query, the label's answer sentence and the reasoning marker."""
-    engine = FakeEngine()
-    text = f"{task.render(post, form)} {task.explain_prefix(label, form)}"
-    return engine.generate(engine.tokenize(text, add_bos=True), max_tokens=max_tokens).text().strip()
 
 
 def records_of(path):
@@ -83,11 +63,11 @@ def assert_record_is_the_models(record, post, task=DR, form="instruction", expla
 def test_a_post_on_the_command_line_prints_the_models_label_probabilities_and_explanation(fake_models):
     result = run("analyze", "-m", fake_models.path, "--task", "DR", POSTS[0])
     assert result.exit_code == 0, result.output
-    label, probabilities = expected(POSTS[0])
+    label, probabilities = expected(POSTS[0], DR)
     head, *explanation = result.stdout.splitlines()
     ranked = sorted(probabilities.items(), key=lambda kv: -kv[1])
     assert head == f"[1] DR: {label}  (" + ", ".join(f"{k} {v:.2f}" for k, v in ranked) + ")"
-    assert " ".join(line.strip() for line in explanation) == expected_explanation(POSTS[0], label)
+    assert " ".join(line.strip() for line in explanation) == expected_explanation(POSTS[0], label, DR)
     assert fake_models.last.closed is False and len(fake_models.engines) == 1
 
 
@@ -96,7 +76,7 @@ def test_posts_on_stdin_are_rows_one_a_line_and_each_gets_its_own_answer(fake_mo
     assert result.exit_code == 0, result.output
     heads = result.stdout.splitlines()
     assert [h.split("]")[0] for h in heads] == [f"[{i}" for i in range(1, len(POSTS) + 1)]
-    assert [h.split()[2] for h in heads] == [expected(p)[0] for p in POSTS]
+    assert [h.split()[2] for h in heads] == [expected(p, DR)[0] for p in POSTS]
     fed = [text for kind, text, _ in fake_models.last.calls if kind == "score"]
     assert sorted(fed) == sorted(DR.render(post, "instruction") for post in POSTS)  # each post read once
 
