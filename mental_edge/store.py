@@ -38,10 +38,18 @@ class ModelEntry:
     source: str  # hub repo id, or the path it was imported from
     revision: str  # resolved commit sha, "" when unknown
     date: str  # when it entered the store, UTC ISO-8601
+    verification: dict | None = None  # `pull --verify`'s result (mental_edge.verify.pull_check), None: not checked
 
     @classmethod
     def from_dict(cls, data: dict) -> ModelEntry:
-        return cls(**{f.name: data.get(f.name, "") for f in fields(cls)})
+        return cls(**{f.name: data.get(f.name, None if f.name == "verification" else "") for f in fields(cls)})
+
+    def verified_text(self) -> str:
+        """For `models`: "yes 18/18" (label agreement), "NO 12/18", or "-" when never checked."""
+        if not self.verification:
+            return "-"
+        mark = "yes" if self.verification.get("verified") else "NO"
+        return f"{mark} {self.verification.get('label_agreement', '')}".strip()
 
 
 # ---------------------------------------------------------------- places

@@ -480,3 +480,35 @@ def _same_shape(run: ModelRun, hparams: dict, where: str) -> None:
             raise MentalEdgeError(
                 f"the model file is not a conversion of {where}: {key} {ours} in the file, {value} in the checkpoint"
             )
+
+
+# ---------------------------------------------------------------- pull --verify
+
+
+def pull_check(data, *, rows=DEFAULT_ROWS, tasks=None, device=None, dtype="float32", engine_options=None, say=None):
+    """The `check` that `pull --verify` hands to `pull`: the converted file against the downloaded checkpoint, and
+    the quantized file (if any) against the converted one. Returns what the store entry keeps; a layout that cannot
+    be checked is kept as not verified, with the reason, and the pull goes on."""
+    say = say or (lambda _message: None)
+    options = {"tasks": tasks, "rows": rows, "engine_options": engine_options, "say": say}
+
+    def check(checkpoint: Path, converted: Path, quantized: Path | None) -> dict:
+        try:
+            reports = [verify_reference(converted, checkpoint, data, device=device, dtype=dtype, **options)]
+            if quantized is not None:
+                reports.append(verify_against(quantized, converted, data, **options))
+        except MentalEdgeError as exc:
+            say(f"not verified: {exc}")
+            return {"verified": False, "error": str(exc)}
+        for rep in reports:
+            for line in rep.lines():
+                say(line)
+        last = reports[-1].figures
+        return {
+            "verified": all(r.passed for r in reports),
+            "label_agreement": f"{last.labels_same}/{last.labels}",
+            "reference": reports[0].summary(),
+            "quantization": reports[1].summary() if len(reports) > 1 else None,
+        }
+
+    return check

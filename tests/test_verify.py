@@ -217,3 +217,35 @@ def test_t5_conversion_passes_and_a_wrong_epsilon_fails(t5, imhi_dir):
     result = verify(t5["wrong"], "--reference", t5["ckpt"], "--data", imhi_dir, *ROWS)
     assert result.exit_code == 1, result.output
     assert "verdict: FAIL:" in result.output
+
+
+# ---------------------------------------------------------------- pull --verify
+
+
+def test_pull_verify_keeps_the_verdict_in_the_store_and_models_shows_it(smollm2_hf_checkpoint, imhi_dir, monkeypatch):
+    """Against the hub stand-in: a tiny LLaMA checkpoint downloaded, converted to f16, quantized to Q8_0; the f16
+    checked against the checkpoint and the Q8_0 against the f16 before either is removed."""
+    from hub_standin import FakeRepo, HubStandIn
+    from test_pull import go_online, tiny_llama_files
+
+    from mental_edge import store
+
+    repo = FakeRepo(tiny_llama_files(smollm2_hf_checkpoint))
+    with HubStandIn({"someone/tiny-llama": repo}) as server:
+        go_online(monkeypatch, server.url)
+        result = CliRunner().invoke(
+            main, ["pull", "someone/tiny-llama", "--quant", "Q8_0", "--verify", str(imhi_dir / "test_instruction")]
+        )
+    assert result.exit_code == 0, result.output
+    entry = store.find_model("tiny-llama")
+    check = entry.verification
+    assert check["reference"]["kind"] == "reference" and check["quantization"]["kind"] == "against"
+    assert check["reference"]["verified"] is True, check  # our f16 conversion of the checkpoint
+    assert check["verified"] == (check["reference"]["verified"] and check["quantization"]["verified"])
+    n = int(check["label_agreement"].split("/")[1])
+    assert n > 0 and check["label_agreement"] == check["quantization"]["label_agreement"]
+    assert list(store.downloads_dir().iterdir()) == []  # the checkpoint is removed afterwards
+    assert sorted(p.name for p in store.models_dir().iterdir()) == ["tiny-llama-q8_0.gguf"]  # and the f16 file
+    listing = CliRunner().invoke(main, ["models"]).output.splitlines()
+    assert listing[0].split()[-1] == "VERIFIED"
+    assert listing[1].split()[-2:] == ["yes" if check["verified"] else "NO", check["label_agreement"]]

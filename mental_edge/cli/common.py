@@ -90,6 +90,8 @@ def open_engine(model: str | None, n_ctx=None, threads=None, gpu_layers=None, sl
     )
     if entry is not None and entry.sha256:
         engine.info.sha256 = entry.sha256  # the store hashed the file once; no need to read gigabytes again
+    if entry is not None and entry.verification:  # `pull --verify`'s verdict, carried into every record's `run`
+        engine.settings["verified"] = entry.verified_text()
     return engine
 
 

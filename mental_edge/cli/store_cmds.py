@@ -5,7 +5,7 @@ import click
 from mental_edge import store
 from mental_edge.cli import main
 
-_COLUMNS = ("NAME", "ARCHITECTURE", "QUANT", "SIZE", "SHA256", "SOURCE", "REVISION")
+_COLUMNS = ("NAME", "ARCHITECTURE", "QUANT", "SIZE", "SHA256", "SOURCE", "REVISION", "VERIFIED")
 
 
 def _say(message: str) -> None:
@@ -20,10 +20,29 @@ def _say(message: str) -> None:
     "--outtype", type=click.Choice(["f32", "f16", "bf16", "q8_0", "int8"]), help="Converted type before --quant."
 )
 @click.option("--keep-download", is_flag=True, help="Keep the downloaded checkpoint after conversion.")
-def pull(name_or_repo, quant, revision, outtype, keep_download):
+@click.option(
+    "--verify",
+    "verify_data",
+    type=click.Path(exists=True),
+    help="Check the conversion against the checkpoint (transformers) and the quantization against the f16 file, "
+    "on these IMHI rows (the folder holding test_instruction/); the result is kept in the store (`models`).",
+)
+def pull(name_or_repo, quant, revision, outtype, keep_download, verify_data):
     """Download a model (short name or hub id), convert it if needed, and add it to the store."""
+    check = None
+    if verify_data is not None:
+        from mental_edge import verify, verify_reference
+
+        verify_reference.check_extra()  # before gigabytes are downloaded
+        check = verify.pull_check(verify_data, say=_say)
     entry = store.pull(
-        name_or_repo, quant=quant, revision=revision, outtype=outtype, progress=_say, keep_download=keep_download
+        name_or_repo,
+        quant=quant,
+        revision=revision,
+        outtype=outtype,
+        progress=_say,
+        keep_download=keep_download,
+        check=check,
     )
     click.echo(_summary(entry))
 
@@ -53,7 +72,16 @@ def ls():
         click.echo(f"The store ({store.store_home()}) is empty: {store.HOW_TO_GET}.")
         return
     rows = [_COLUMNS] + [
-        (e.name, e.architecture, e.quant, store.size_text(e.size), e.sha256[:12], e.source, e.revision[:12] or "-")
+        (
+            e.name,
+            e.architecture,
+            e.quant,
+            store.size_text(e.size),
+            e.sha256[:12],
+            e.source,
+            e.revision[:12] or "-",
+            e.verified_text(),
+        )
         for e in entries
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
