@@ -20,11 +20,11 @@ from mental_edge import care
 from mental_edge.analysis import analyze_post
 from mental_edge.chat_format import Message, chat_format_for
 from mental_edge.chat_input import LineReader
-from mental_edge.engine import Engine, Sampling, load_engine
+from mental_edge.engine import Engine, Sampling
 from mental_edge.errors import MentalEdgeError
 from mental_edge.families import family_for
 from mental_edge.io.files import atomic_write_text
-from mental_edge.store import default_model, model_path, resolve_model, store_home
+from mental_edge.store import store_home
 from mental_edge.tasks import load_tasks
 
 TRANSCRIPT_FORMAT = "mental-edge-chat-transcript/1"
@@ -397,19 +397,15 @@ def run_session(session: Session, reader: LineReader) -> None:
 
 
 def chat(
-    model: str | None = None,
+    open_engine: Callable[[], Engine],
     *,
     task: str | None = None,
     system: str | None = None,
-    n_ctx: int | None = None,
-    threads: int | None = None,
     country: str | None = None,
     history: bool = True,
 ) -> None:
-    """Load a model and run a terminal session on it."""
-    path = resolve_model(model) if model else model_path(default_model())
-    click.echo(f"Loading {path.name} ...", err=True)
-    engine = load_engine(path, n_ctx=n_ctx, threads=threads, slots=1)  # a conversation is one sequence
+    """Open the model (`open_engine()`: the CLI's, with its model options) and run a terminal session on it."""
+    engine = open_engine()
     try:
         history_file = store_home() / "chat_history" if history else None
         session = Session(engine, system=system, task=task, country=country, history_file=history_file)

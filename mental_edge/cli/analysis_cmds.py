@@ -220,7 +220,7 @@ def _eval(data_path, limit, explain, report_stem, max_tokens, free, prompt_forma
 @click.argument("prompt")
 @click.option("--max-tokens", type=click.IntRange(min=1), default=128, show_default=True)
 @sampling_options
-@model_options
+@model_options(slots=False)
 def generate(prompt, max_tokens, sampling, model_opts):
     """Print the model's raw continuation of PROMPT (BOS as the model file says, no template)."""
     engine = open_engine(**model_opts)

@@ -1,18 +1,17 @@
 """`mental-edge chat`: a terminal session with a model of the store."""
 
+import functools
+from pathlib import Path
+
 import click
 
 from mental_edge.cli import main
+from mental_edge.cli.common import model_options, open_engine
 
 
 @main.command("chat")
-@click.option("--model", "model", default=None, help="Store name or GGUF path (default: the store's only/first model).")
 @click.option("--task", default=None, help="Start in analysis mode for TASK (a task, a family or 'all').")
 @click.option("--system", default=None, help="System prompt (default: the model template's own).")
-@click.option(
-    "--ctx", "n_ctx", type=click.IntRange(min=64), default=None, help="Context size in tokens (default 2048)."
-)
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (default: all available).")
 @click.option(
     "--country",
     default=None,
@@ -20,8 +19,12 @@ from mental_edge.cli import main
     help="Two-letter country code for the crisis-help lines (e.g. US, GB, IN); also $MENTAL_EDGE_COUNTRY.",
 )
 @click.option("--no-history", is_flag=True, help="Keep no input history on disk ($MENTAL_EDGE_HOME/chat_history).")
-def chat_command(model, task, system, n_ctx, threads, country, no_history):
+@model_options(slots=False)
+def chat_command(task, system, country, no_history, model_opts):
     """Talk to a model, or analyse posts one by one (/task), in the terminal."""
     from mental_edge.chat import chat
 
-    chat(model, task=task, system=system, n_ctx=n_ctx, threads=threads, country=country, history=not no_history)
+    model = model_opts["model"]
+    click.echo(f"Loading {Path(model).name if model else 'the store model'} ...", err=True)
+    opener = functools.partial(open_engine, **model_opts, slots=1)  # a conversation is one sequence
+    chat(opener, task=task, system=system, country=country, history=not no_history)

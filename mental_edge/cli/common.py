@@ -10,49 +10,62 @@ from mental_edge import cpu, store
 from mental_edge.engine import Engine, Sampling, load_engine
 
 
-def model_options(func):
-    """--model, --ctx, --threads, --gpu-layers: passed on as `model_opts`."""
+def model_options(func=None, *, slots: bool = True):
+    """The one set of model options, for every command that loads a model: -m/--model, --ctx, --threads,
+    --gpu-layers and, where requests run side by side (`slots=True`), --slots and --sequential. The command
+    gets them as `model_opts`, the keywords of `open_engine`. Use as `@model_options` or
+    `@model_options(slots=False)`."""
+    if func is None:
+        return functools.partial(model_options, slots=slots)
+    takes_slots = slots  # the wrapper's own `slots` is the option's value
+    options = [*_MODEL_OPTIONS, *(_SLOT_OPTIONS if takes_slots else ())]
 
-    @click.option(
+    @functools.wraps(func)
+    def wrapper(*args, model, n_ctx, threads, gpu_layers, slots=None, sequential=False, **kwargs):
+        opts = {"model": model, "n_ctx": n_ctx, "threads": threads, "gpu_layers": gpu_layers}
+        if takes_slots:
+            opts["slots"] = 1 if sequential else slots
+        return func(*args, model_opts=opts, **kwargs)
+
+    for option in reversed(options):
+        wrapper = option(wrapper)
+    return wrapper
+
+
+_MODEL_OPTIONS = (
+    click.option(
         "--model",
         "-m",
         "model",
         default=None,
         help="Store name or path of a model file (default: the store's only model).",
-    )
-    @click.option(
+    ),
+    click.option(
         "--ctx",
         "n_ctx",
         type=click.IntRange(min=64),
         default=None,
         help="Context size in tokens (default 2048, at most the model's).",
-    )
-    @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (default: all available).")
-    @click.option(
+    ),
+    click.option(
+        "--threads", type=click.IntRange(min=1), default=None, help="CPU threads (default: the cores free now)."
+    ),
+    click.option(
         "--gpu-layers",
         type=int,
         default=None,
         help="Layers offloaded to the GPU (default: all when llama.cpp has a GPU backend, else none).",
-    )
-    @click.option(
+    ),
+)
+_SLOT_OPTIONS = (
+    click.option(
         "--slots",
         type=click.IntRange(min=1, max=64),
         default=None,
         help="Requests kept in flight at once (default 4; 1 is the strict one-at-a-time path).",
-    )
-    @click.option("--sequential", is_flag=True, help="One request at a time (the same as --slots 1).")
-    @functools.wraps(func)
-    def wrapper(*args, model, n_ctx, threads, gpu_layers, slots, sequential, **kwargs):
-        opts = {
-            "model": model,
-            "n_ctx": n_ctx,
-            "threads": threads,
-            "gpu_layers": gpu_layers,
-            "slots": 1 if sequential else slots,
-        }
-        return func(*args, model_opts=opts, **kwargs)
-
-    return wrapper
+    ),
+    click.option("--sequential", is_flag=True, help="One request at a time (the same as --slots 1)."),
+)
 
 
 def sampling_options(func):

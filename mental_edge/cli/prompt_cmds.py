@@ -5,6 +5,7 @@ import sys
 import click
 
 from mental_edge.cli import main
+from mental_edge.cli.common import model_options, open_engine
 from mental_edge.errors import MentalEdgeError
 from mental_edge.tasks import FORMS, load_tasks
 
@@ -24,17 +25,16 @@ from mental_edge.tasks import FORMS, load_tasks
     default=None,
     help="Folder of task files and templates adding to or overriding the package's.",
 )
-@click.option(
-    "--model", "-m", default=None, help="Show the model's own form and wrapper, with its BOS and control tokens."
-)
 @click.argument("text", required=False)
-def prompt_command(task_name, form, prompts_dir, model, text):
-    """Print the prompt for TEXT (or the post read from stdin)."""
+@model_options(slots=False)
+def prompt_command(task_name, form, prompts_dir, text, model_opts):
+    """Print the prompt for TEXT (or the post read from stdin); with -m, the model's own form and wrapper, with its
+    BOS and control tokens, as it is fed."""
     post = text if text is not None else _read_stdin()
     tasks = load_tasks(prompts_dir).get(task_name)
     if form and len(tasks) > 1:  # `all` or a family: the tasks that have this form
         tasks = [t for t in tasks if form in t.forms] or tasks
-    wrap = _model_wrapper(model) if model else None
+    wrap = _model_wrapper(model_opts) if model_opts["model"] else None
     for task in tasks:
         if len(tasks) > 1:
             click.echo(f"==> {task.name} <==")
@@ -44,12 +44,11 @@ def prompt_command(task_name, form, prompts_dir, model, text):
             click.echo(wrap(task, post, form))
 
 
-def _model_wrapper(model: str):
+def _model_wrapper(model_opts: dict):
     """The exact text a model is fed for a task: its form, its query format, BOS where the file adds one."""
-    from mental_edge.cli.common import open_engine
     from mental_edge.prompt_format import form_for, query_format_for
 
-    engine = open_engine(model)
+    engine = open_engine(**model_opts)
     fmt = query_format_for(engine.info)
 
     def wrap(task, post, form):
