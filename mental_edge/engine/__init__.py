@@ -16,6 +16,7 @@ from mental_edge.engine.base import (
     Sampling,
     Segment,
     Seq2SeqPrompt,
+    TokenLogprob,
 )
 from mental_edge.errors import MentalEdgeError
 
@@ -31,13 +32,17 @@ __all__ = [
     "Sampling",
     "Segment",
     "Seq2SeqPrompt",
+    "TokenLogprob",
     "load_engine",
 ]
 
 
-def load_engine(path: str | Path, *, n_ctx=None, threads=None, gpu_layers=None, name=None, slots=None) -> Engine:
+def load_engine(
+    path: str | Path, *, n_ctx=None, threads=None, gpu_layers=None, name=None, slots=None, exact=None
+) -> Engine:
     """Open a model: a GGUF file runs on llama.cpp (T5 through its encoder-decoder path), a CTranslate2 model
-    folder (MentalBART) on CTranslate2."""
+    folder (MentalBART) on CTranslate2. `exact`: batched results equal the one-at-a-time ones to the bit (llama.cpp
+    decoder-only models; engine/llama.py DEFAULT_EXACT)."""
     path = Path(path)
     if path.is_file() and gguf_architecture(path) in ENCODER_DECODER_ARCHS:
         from mental_edge.engine.llama_t5 import LlamaT5Engine
@@ -46,7 +51,9 @@ def load_engine(path: str | Path, *, n_ctx=None, threads=None, gpu_layers=None, 
     if path.is_file():
         from mental_edge.engine.llama import LlamaEngine
 
-        return LlamaEngine(path, n_ctx=n_ctx, threads=threads, gpu_layers=gpu_layers, name=name, slots=slots)
+        return LlamaEngine(
+            path, n_ctx=n_ctx, threads=threads, gpu_layers=gpu_layers, name=name, slots=slots, exact=exact
+        )
     if path.is_dir() and (path / "model.bin").is_file():
         from mental_edge.engine.ctranslate2 import CT2Engine
 

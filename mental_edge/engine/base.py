@@ -54,15 +54,40 @@ class Sampling:
     top_p: float = 1.0
     top_k: int = 0
     seed: int = 0
+    # OpenAI's penalties over the tokens generated so far (llama.cpp's penalties stage, before greedy or top-k):
+    # logit - count * frequency_penalty - (count > 0) * presence_penalty
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    grammar: str | None = None  # GBNF (see engine/grammar.py) the output must match; None: any text
+    # report each generated token's log-probability under the model (before penalties, grammar and temperature),
+    # with this many of the most likely tokens at that step; None: none (engines that cannot: see `features`)
+    logprobs: int | None = None
 
     @property
     def greedy(self) -> bool:
         return self.temperature <= 0
 
     def as_record(self) -> dict:
-        if self.greedy:
-            return {"temperature": 0.0}
-        return {"temperature": self.temperature, "top_p": self.top_p, "top_k": self.top_k, "seed": self.seed}
+        base = (
+            {"temperature": 0.0}
+            if self.greedy
+            else {"temperature": self.temperature, "top_p": self.top_p, "top_k": self.top_k, "seed": self.seed}
+        )
+        extra = {"frequency_penalty": self.frequency_penalty, "presence_penalty": self.presence_penalty}
+        base.update({k: v for k, v in extra.items() if v})
+        if self.grammar is not None:
+            base["grammar_sha256"] = hashlib.sha256(self.grammar.encode("utf-8")).hexdigest()[:16]
+        return base
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One generated token's log-probability under the model, and the most likely tokens at its step (most
+    likely first; as many as `Sampling.logprobs` asked)."""
+
+    token: int
+    logprob: float
+    top: tuple[tuple[int, float], ...] = ()
 
 
 @dataclass
@@ -111,10 +136,11 @@ class Generation:
 
     def __init__(self, pieces: Iterator[str]):
         self._pieces = pieces
-        self.finish_reason: str | None = None  # "stop" (end token or stop string), "length", "context"
+        self.finish_reason: str | None = None  # "stop" (end token or stop string), "length", "context", "grammar"
         self.prompt_tokens = 0  # tokens of the prompt
         self.reused_tokens = 0  # prompt tokens found in the cache and not read again
         self.generated_tokens = 0
+        self.logprobs: list[TokenLogprob] = []  # per generated token, when `Sampling.logprobs` asks
 
     def __iter__(self):
         return self
@@ -139,7 +165,8 @@ class Request(Generic[K]):
 
     `follow(scores)` gives the prompt to generate from once the candidates are scored (say, the prompt with the
     chosen answer and "Reasoning:" appended); None means nothing is generated. `key` is the caller's, carried to
-    the `Result`. `on_text` gets generated text as it streams; `cancelled` may be set from any thread to stop
+    the `Result`. `on_text` gets generated text as it streams (and `on_token` each token's log-probability, when
+    `sampling.logprobs` asks, before the text it is part of); `cancelled` may be set from any thread to stop
     generating at the next token."""
 
     prompt: Sequence[int] | Seq2SeqPrompt
@@ -150,6 +177,7 @@ class Request(Generic[K]):
     stop: tuple[str, ...] = ()
     key: K | None = None
     on_text: Callable[[str], None] | None = None
+    on_token: Callable[[TokenLogprob], None] | None = None
     cancelled: bool = False
 
 
@@ -160,12 +188,23 @@ class Result(Generic[K]):
     request: Request[K]
     scores: list[float] = field(default_factory=list)  # log-probability of each candidate
     text: str = ""  # the generated text
-    finish_reason: str | None = None  # "stop", "length", "context" or "cancelled"; None when nothing was generated
+    # "stop", "length", "context", "cancelled" or "grammar" (the output grammar allowed no next token); None when
+    # nothing was generated
+    finish_reason: str | None = None
     generated_tokens: int = 0
+    logprobs: list[TokenLogprob] = field(default_factory=list)  # per generated token, when the sampling asked
 
     @property
     def key(self) -> K | None:
         return self.request.key
+
+
+def _tell_tokens(req: Request, logprobs: list[TokenLogprob], told: int) -> int:
+    """Give `req.on_token` the records from `told` on; returns how many it has had."""
+    if req.on_token is not None:
+        for record in logprobs[told:]:
+            req.on_token(record)
+    return len(logprobs)
 
 
 IDLE = object()  # from a source of requests: nothing is waiting now (requests in flight go on)
@@ -187,6 +226,8 @@ class Engine(ABC):
     settings: dict  # threads, gpu layers, batch size...: recorded with results, since outputs can depend on them
     encoder_decoder: bool = False  # prompts go to an encoder, answers to a decoder (T5, BART)
     slots: int = 1  # requests kept in flight by run_requests; 1: one request at a time
+    # which Sampling extras this engine honours: "logprobs", "grammar", "penalties" (a caller refuses the others)
+    features: frozenset[str] = frozenset()
 
     # -- what the model is fed ------------------------------------------------------------------------
 
@@ -254,14 +295,17 @@ class Engine(ABC):
         if req.follow is None:
             return result
         gen = self.generate(req.follow(result.scores), max_tokens=req.max_tokens, sampling=req.sampling, stop=req.stop)
-        pieces = []
+        pieces, told = [], 0
         for piece in gen:
+            told = _tell_tokens(req, gen.logprobs, told)
             pieces.append(piece)
             if req.on_text is not None:
                 req.on_text(piece)
+        _tell_tokens(req, gen.logprobs, told)
         result.text = "".join(pieces)
         result.finish_reason = gen.finish_reason
         result.generated_tokens = gen.generated_tokens
+        result.logprobs = list(gen.logprobs)
         return result
 
     def run_requests(self, requests: Iterable[Request[K]]) -> Iterator[Result[K]]:

@@ -18,7 +18,7 @@ import llama_cpp
 import numpy as np
 from llama_cpp import _internals, _logger
 
-from mental_edge.engine.base import Engine, Generation, ModelInfo, Sampling, Segment
+from mental_edge.engine.base import Engine, Generation, ModelInfo, Sampling, Segment, TokenLogprob
 from mental_edge.engine.text import StopText
 from mental_edge.errors import MentalEdgeError
 
@@ -86,32 +86,72 @@ def model_info(path: Path, name: str | None, model, add_bos: bool) -> ModelInfo:
     )
 
 
-class TokenSampler:
-    """llama.cpp's sampler chain for one generation, reading the logits of the engine's context."""
+NO_TOKEN = -1  # llama.cpp's LLAMA_TOKEN_NULL
 
-    def __init__(self, ctx, sampling: Sampling):
+
+class TokenSampler:
+    """llama.cpp's sampler chain for one generation, reading the logits of the engine's context: the penalties
+    (over the `penalty_window` last generated tokens), then greedy or top-k/top-p/dist. `llama_sampler_sample`
+    feeds each chosen token back to every stage (the penalties' counts).
+
+    A grammar stage runs before the chain, kept apart from it: llama.cpp aborts the process when a grammar
+    allows no token at all (a client's schema asking for a character no token writes), so its verdict is checked
+    here first, and the chosen token is fed to both."""
+
+    def __init__(self, ctx, sampling: Sampling, model=None, penalty_window: int = 0):
         self._ctx = ctx
+        self._grammar = None
         self._sampler = sampler = _internals.LlamaSampler()
+        if sampling.frequency_penalty or sampling.presence_penalty:
+            freq, present = sampling.frequency_penalty, sampling.presence_penalty
+            sampler.add_penalties(model.n_vocab(), penalty_window, 1.0, freq, present)
         if sampling.greedy:
             sampler.add_greedy()
-            return
-        if sampling.top_k > 0:
-            sampler.add_top_k(sampling.top_k)
-        if sampling.top_p < 1.0:
-            sampler.add_top_p(sampling.top_p, 1)
-        sampler.add_temp(sampling.temperature)
-        sampler.add_dist(sampling.seed)
+        else:
+            if sampling.top_k > 0:
+                sampler.add_top_k(sampling.top_k)
+            if sampling.top_p < 1.0:
+                sampler.add_top_p(sampling.top_p, 1)
+            sampler.add_temp(sampling.temperature)
+            sampler.add_dist(sampling.seed)
+        if sampling.grammar is not None:
+            self._grammar = llama_cpp.llama_sampler_init_grammar(model.vocab, sampling.grammar.encode(), b"root")
+            if not self._grammar:
+                sampler.close()
+                raise MentalEdgeError("llama.cpp could not parse the output grammar")
+            self._candidates = np.zeros(model.n_vocab(), dtype=[("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])
 
     def sample(self, index: int) -> int:
-        """The next token from the logits at batch index `index` (-1: the last computed)."""
-        return self._sampler.sample(self._ctx, index)
+        """The next token from the logits at batch index `index` (-1: the last computed); NO_TOKEN when the
+        grammar allows none (the generation then ends with finish_reason "grammar")."""
+        if self._grammar is None:
+            return self._sampler.sample(self._ctx, index)
+        cands = self._candidates
+        cands["id"] = np.arange(len(cands))
+        cands["logit"] = np.ctypeslib.as_array(self._ctx.get_logits_ith(index), shape=(len(cands),))
+        cands["p"] = 0
+        data = cands.ctypes.data_as(ctypes.POINTER(llama_cpp.llama_token_data))
+        array = llama_cpp.llama_token_data_array(data=data, size=len(cands), selected=-1, sorted=False)
+        llama_cpp.llama_sampler_apply(self._grammar, ctypes.byref(array))
+        if not np.isfinite(np.ctypeslib.as_array(array.data, shape=(array.size,))["logit"]).any():
+            return NO_TOKEN
+        llama_cpp.llama_sampler_apply(self._sampler.sampler, ctypes.byref(array))
+        token = int(array.data[array.selected].id)
+        llama_cpp.llama_sampler_accept(self._grammar, token)
+        llama_cpp.llama_sampler_accept(self._sampler.sampler, token)
+        return token
 
     def close(self) -> None:
         self._sampler.close()
+        if self._grammar is not None:
+            llama_cpp.llama_sampler_free(self._grammar)
+            self._grammar = None
 
 
 class LlamaCppEngine(Engine):
     """The vocabulary, sampling and generation loop of a llama.cpp engine (see the module doc)."""
+
+    features = frozenset({"logprobs", "grammar", "penalties"})
 
     _cached: list[int]
     _last: int
@@ -215,7 +255,15 @@ class LlamaCppEngine(Engine):
 
     def new_sampler(self, sampling: Sampling) -> TokenSampler:
         """A sampler over this engine's logits; the caller closes it."""
-        return TokenSampler(self._ctx, sampling)
+        return TokenSampler(self._ctx, sampling, self._model, penalty_window=self.n_ctx)
+
+    def token_logprob(self, index: int, token: int, top: int) -> TokenLogprob:
+        """`token`'s log-probability after batch row `index` (the model's own, as `log_probs` gives it) and the
+        `top` most likely tokens there, most likely first. Read before the row's logits are overwritten."""
+        lp = self.log_probs(index)
+        best = np.argpartition(-lp, top - 1)[:top] if 0 < top < len(lp) else np.arange(len(lp) if top else 0)
+        best = best[np.argsort(-lp[best], kind="stable")]
+        return TokenLogprob(token, float(lp[token]), tuple((int(t), float(lp[t])) for t in best))
 
     def _answer(self, max_tokens, sampling, stop, gen: Generation) -> Iterator[str]:
         """Sample after the tokens sequence 0 holds (`_cached`, the last one's logits at `_last`), feeding each
@@ -229,9 +277,14 @@ class LlamaCppEngine(Engine):
                     gen.finish_reason = "context"
                     break
                 token = sampler.sample(self._last)
+                if token == NO_TOKEN:
+                    gen.finish_reason = "grammar"
+                    break
                 if self.is_end(token):
                     gen.finish_reason = "stop"
                     break
+                if sampling.logprobs is not None:  # before _append overwrites the logits
+                    gen.logprobs.append(self.token_logprob(self._last, token, sampling.logprobs))
                 self._append(token)
                 gen.generated_tokens += 1
                 out = text.feed(self.token_bytes(token))
