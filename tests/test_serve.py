@@ -373,8 +373,10 @@ def test_concurrent_clients_share_the_batch_and_all_get_correct_answers(server, 
 def test_the_openapi_description_fuzzed_finds_no_server_error(server, tmp_path):
     url, _ = server
     result = subprocess.run(
-        [
-            "schemathesis",
+        [  # the schemathesis of the interpreter running the tests, whether or not its bin/ is on PATH
+            sys.executable,
+            "-m",
+            "schemathesis.cli",
             "run",
             f"{url}/openapi.json",
             "--checks",
