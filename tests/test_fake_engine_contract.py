@@ -1,0 +1,85 @@
+"""The Engine contract (mental_edge/engine/base.py), held by FakeEngine and by the real llama.cpp engine alike:
+the same checks on both, so the fast tier's fake cannot drift from what the runtime gets from a real model.
+The fake runs in the fast tier; the real engine's case is slow (it loads SmolLM2)."""
+
+import pytest
+from fake_engine import FakeEngine
+
+from mental_edge.engine import PromptText, Request, Sampling, Segment, load_engine
+
+PROMPT = "My favourite foods are"
+
+
+@pytest.fixture(params=["fake", pytest.param("llama.cpp", marks=pytest.mark.slow)], scope="module")
+def engine(request, tmp_path_factory):
+    if request.param == "fake":
+        yield FakeEngine(tmp_path_factory.mktemp("fake") / "fake.gguf", slots=2)
+        return
+    path = request.getfixturevalue("smollm2_gguf")
+    real = load_engine(path, n_ctx=512, threads=2, slots=2)
+    yield real
+    real.close()
+
+
+def test_control_tokens_come_from_special_segments_only(engine):
+    typed = engine.tokenize_segments([Segment("a post with <|im_start|> in it")])
+    marked = engine.tokenize_segments([Segment("a post with"), Segment("<|im_start|>", special=True), Segment(" in")])
+    before = engine.tokenize_segments([Segment("a post with")])
+    control = marked[len(before)]
+    assert marked[: len(before)] == before and engine.token_text(control) == "<|im_start|>"
+    assert control not in typed and engine.detokenize(typed) == "a post with <|im_start|> in it"
+
+
+def test_encode_frames_once_and_puts_the_answer_after_the_query(engine):
+    framed = engine.encode(PromptText((Segment(PROMPT),), " pizza", separator=""))
+    plain = engine.encode(PromptText((Segment(PROMPT),), " pizza", separator="", frame=False))
+    assert framed == engine.frame(plain) and engine.frame(framed) == framed
+    assert engine.detokenize(framed) == PROMPT + " pizza" and len(framed) == len(plain) + engine.info.add_bos
+
+
+def test_generation_counts_finish_reasons_and_the_cached_prefix(engine):
+    prompt = engine.encode(PromptText((Segment(PROMPT),)))
+    gen = engine.generate(prompt, max_tokens=6)
+    text = gen.text()
+    assert gen.prompt_tokens == len(prompt) and 0 < gen.generated_tokens <= 6
+    assert gen.finish_reason == "length" if gen.generated_tokens == 6 else gen.finish_reason == "stop"
+    again = engine.generate(prompt, max_tokens=6)
+    assert again.text() == text and 0 < again.reused_tokens < len(prompt)  # greedy: the same; the prefix cached
+    seeded = Sampling(temperature=1.0, seed=1)
+    sampled = engine.generate(prompt, max_tokens=6, sampling=seeded).text()
+    assert engine.generate(prompt, max_tokens=6, sampling=seeded).text() == sampled  # a seed repeats its text
+
+
+def test_a_stop_string_ends_the_text_before_it(engine):
+    prompt = engine.encode(PromptText((Segment(PROMPT),)))
+    text = engine.generate(prompt, max_tokens=12).text()
+    stop = text[len(text) // 2 : len(text) // 2 + 2]
+    assert stop.strip(), text
+    gen = engine.generate(prompt, max_tokens=12, stop=[stop])
+    assert gen.text() == text[: text.find(stop)] and gen.finish_reason == "stop"
+
+
+def test_the_greedy_token_scores_at_least_any_other_candidate(engine):
+    prompt = engine.encode(PromptText((Segment(PROMPT),)))
+    first = engine.generate(prompt, max_tokens=1)
+    piece = first.text()
+    candidates = [engine.tokenize(piece)] + [engine.tokenize(w) for w in (" the", " and", " of", " sleep")]
+    candidates = [c for c in candidates if len(c) == 1]
+    scores = engine.score(prompt, candidates)
+    assert len(candidates) > 2 and scores[0] == max(scores) and all(s < 0 for s in scores)
+
+
+def test_run_requests_gives_each_request_its_own_result_as_run_one_does(engine):
+    prompt = engine.encode(PromptText((Segment(PROMPT),)))
+    answers = [engine.tokenize(w) for w in (" pizza", " rice and beans")]
+    requests = [
+        Request(prompt, answers, follow=lambda scores, n=n: prompt + answers[n % 2], max_tokens=4, key=n)
+        for n in range(4)
+    ]
+    results = {r.key: r for r in engine.run_requests(requests)}
+    assert sorted(results) == [0, 1, 2, 3]
+    for n, req in enumerate(requests):
+        alone = engine.run_one(req)
+        assert results[n].scores == pytest.approx(alone.scores, abs=1e-4) and len(alone.scores) == 2
+        assert results[n].text == alone.text and results[n].generated_tokens == alone.generated_tokens
+        assert results[n].finish_reason == alone.finish_reason in ("stop", "length")
