@@ -38,13 +38,17 @@ def convert_checkpoint(
     revision: str | None = None,
     progress: Progress | None = None,
     on_quantized: Callable | None = None,
+    tokenizer_from: str | os.PathLike | None = None,
+    say: Callable[[str], None] | None = None,
 ) -> Path:
     """Convert the checkpoint in `src_dir` to the GGUF file `out_path` and return its path.
 
     `outtype` is f32, f16, bf16 or q8_0. With `quant` (a llama.cpp file type such as Q4_K_M) the
     checkpoint is first written as `outtype` to a temporary file, quantized, and the temporary removed.
     `source` (hub repo id or URL) and `revision` are recorded in the file's metadata. `on_quantized` receives
-    the quantization's `QuantizeResult` (which tensors fell back to another type).
+    the quantization's `QuantizeResult` (which tensors fell back to another type). `tokenizer_from` is a folder
+    whose tokenizer files are used instead of the checkpoint's (a fine-tune shipped without its base model's);
+    `say` receives one line for each change made to fit the tokenizer to the weights (tokens dropped or padded).
     A BART checkpoint becomes a CTranslate2 model folder instead (outtype int8, f16 or f32; int8 when None).
     """
     from .bart_ct2 import convert_bart, is_bart_folder
@@ -52,7 +56,8 @@ def convert_checkpoint(
     if is_bart_folder(src_dir):
         if quant is not None:
             raise ConversionError("BART becomes a CTranslate2 folder: choose its weights with outtype, not quant")
-        return convert_bart(src_dir, out_path, outtype, source=source, revision=revision, progress=progress)
+        options = dict(source=source, revision=revision, progress=progress, tokenizer_from=tokenizer_from)
+        return convert_bart(src_dir, out_path, outtype, **options)
     outtype = outtypes.check_outtype(outtype or "f16")
     out = Path(out_path)
     if quant is not None:
@@ -64,7 +69,9 @@ def convert_checkpoint(
     tensors = arch.plan(ckpt, outtype)  # checks every shape before anything is written
     from .vocab import load_vocab
 
-    vocab = load_vocab(ckpt.folder)
+    vocab = load_vocab(ckpt.folder, tokenizer_from)
+    for note in vocab.notes:
+        (say or (lambda _line: None))(note)
     name = (source.rstrip("/").rsplit("/", 1)[-1] if source else None) or ckpt.folder.resolve().name
 
     def add_metadata(writer: gguf.GGUFWriter) -> None:

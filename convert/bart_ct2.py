@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import Checkpoint, _read_config
+from .checkpoint import Checkpoint, read_config
 from .errors import ConversionError
 from .gguf_out import Progress
 
@@ -37,7 +37,7 @@ def import_ctranslate2():
 def is_bart_folder(folder) -> bool:
     """Whether the checkpoint folder's config.json names BART (a folder without one is left to the caller)."""
     path = Path(folder) / "config.json"
-    return path.is_file() and (_read_config(path).get("architectures") or [None])[0] == ARCHITECTURE
+    return path.is_file() and (read_config(path).get("architectures") or [None])[0] == ARCHITECTURE
 
 
 def convert_bart(
@@ -47,13 +47,15 @@ def convert_bart(
     source: str | None = None,
     revision: str | None = None,
     progress: Progress | None = None,
+    tokenizer_from: str | os.PathLike | None = None,
 ) -> Path:
-    """Write the CTranslate2 folder `out_dir` (which must not exist) and return its path."""
+    """Write the CTranslate2 folder `out_dir` (which must not exist) and return its path; the tokenizer comes from
+    `tokenizer_from` when given (a folder with the base model's tokenizer files), else from the checkpoint."""
     outtype = (outtype or "int8").lower()
     if outtype not in OUTTYPES:
         raise ConversionError(f"unknown output type {outtype!r} for BART: choose one of {', '.join(OUTTYPES)}")
     ckpt = Checkpoint.open(src_dir)
-    tokenizer = _tokenizer(ckpt.folder)
+    tokenizer = _tokenizer(Path(tokenizer_from) if tokenizer_from is not None else ckpt.folder)
     ct2 = import_ctranslate2()
     out = Path(out_dir)
     if out.exists():
@@ -113,7 +115,10 @@ def _tokenizer(folder: Path):
             raise ConversionError(f"{folder / 'tokenizer.json'}: unreadable tokenizer ({exc})") from None
     vocab, merges = folder / "vocab.json", folder / "merges.txt"
     if not (vocab.is_file() and merges.is_file()):
-        raise ConversionError(f"{folder}: no tokenizer found (looked for tokenizer.json, vocab.json + merges.txt)")
+        raise ConversionError(
+            f"{folder}: no tokenizer found (looked for tokenizer.json, vocab.json + merges.txt): "
+            "give the base model's tokenizer with --tokenizer-from FOLDER|REPO"
+        )
     try:
         tokenizer = Tokenizer(models.BPE.from_file(str(vocab), str(merges)))
     except Exception as exc:

@@ -161,7 +161,7 @@ class Checkpoint:
         folder = Path(folder)
         if not folder.is_dir():
             raise ConversionError(f"{folder}: not a checkpoint folder")
-        config = _read_config(folder / "config.json")
+        config = read_config(folder / "config.json")
         files, reader = _weight_files(folder)
         tensors: dict[str, LazyTensor] = {}
         for path in files:
@@ -188,7 +188,8 @@ class Checkpoint:
         yield from self._tensors.items()
 
 
-def _read_config(path: Path) -> dict:
+def read_config(path: Path) -> dict:
+    """A checkpoint's config.json as a dict; missing, unreadable or not an object is one line naming it."""
     if not path.is_file():
         raise ConversionError(f"{path}: missing (every checkpoint needs its config.json)")
     try:

@@ -12,10 +12,8 @@ generation_config.json, whatever the kind.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from hashlib import sha256
 from pathlib import Path
 
@@ -24,6 +22,7 @@ import gguf
 from . import spm_proto
 from .bpe_pre_hashes import CHECK_TEXT, PRE_TOKENIZER_BY_HASH
 from .errors import ConversionError
+from .vocab_base import Vocab, add_spm_added_tokens, fit_to_rows, read_json
 from .vocab_tiktoken import GLM4_PATTERN, glm_special_tokens, load_tiktoken_vocab
 from .vocab_tiktoken import PRE_TOKENIZER as GLM_PRE_TOKENIZER
 
@@ -31,64 +30,39 @@ TOKENIZER_FILES = ("tokenizer.model", "spiece.model", "tokenizer.json")
 _T = gguf.TokenType
 
 
-@dataclass
-class Vocab:
-    """Everything the tokenizer part of a GGUF file holds; `write` adds it to a writer."""
+def load_vocab(folder: str | Path, tokenizer_folder: str | Path | None = None) -> Vocab:
+    """The vocabulary of the checkpoint in `folder`, fitted to its config.json's vocab_size (see fit_to_rows).
 
-    model: str  # tokenizer.ggml.model: "llama" (SentencePiece) or "gpt2" (BPE)
-    pre: str  # tokenizer.ggml.pre
-    tokens: list[str]
-    token_types: list[int]
-    scores: list[float] | None = None  # SentencePiece only
-    merges: list[str] = field(default_factory=list)  # BPE only, "a b" per merge
-    special_ids: dict[str, int] = field(default_factory=dict)  # bos, eos, unk, pad, sep, eot, ...
-    add_special: dict[str, bool] = field(default_factory=dict)  # bos / eos -> add_bos_token / add_eos_token
-    add_space_prefix: bool | None = None
-    chat_template: str | list | None = None
-
-    def __len__(self) -> int:
-        return len(self.tokens)
-
-    def write(self, writer: gguf.GGUFWriter) -> None:
-        writer.add_tokenizer_model(self.model)
-        writer.add_tokenizer_pre(self.pre)
-        writer.add_token_list(self.tokens)
-        writer.add_token_types(self.token_types)
-        if self.scores is not None:
-            writer.add_token_scores(self.scores)
-        if self.merges:
-            writer.add_token_merges(self.merges)
-        if self.add_space_prefix is not None:
-            writer.add_add_space_prefix(self.add_space_prefix)
-        for kind, token_id in self.special_ids.items():
-            if handler := getattr(writer, f"add_{kind}_token_id", None):  # GGUF has no key for some (cls)
-                handler(token_id)
-        for kind, value in self.add_special.items():
-            if handler := getattr(writer, f"add_add_{kind}_token", None):
-                handler(value)
-        if self.chat_template is not None:
-            writer.add_chat_template(self.chat_template)
-
-
-def load_vocab(folder: str | Path) -> Vocab:
-    """The vocabulary of the checkpoint in `folder`, padded to config.json's vocab_size when that is larger."""
+    `tokenizer_folder` (the base model's tokenizer, for a fine-tune shipped without one) supplies every
+    tokenizer file instead of `folder`; the weights' row count still comes from `folder`'s config.json.
+    """
     folder = Path(folder)
+    tok_folder = Path(tokenizer_folder) if tokenizer_folder is not None else folder
+    vocab = _load_tokenizer(tok_folder, asked=tokenizer_folder is not None)
+    _fit_to_config(vocab, folder)
+    _add_special_tokens(vocab, tok_folder, folder)
+    if vocab.pre in (GLM_PRE_TOKENIZER, "glm4"):  # GLM-4 (the glm4 hash is glm-4-9b-hf's tokenizer.json)
+        glm_special_tokens(vocab)
+    return vocab
+
+
+def has_tokenizer(folder: str | Path) -> bool:
+    """Whether `folder` holds one of the tokenizer files load_vocab reads."""
+    return any((Path(folder) / name).is_file() for name in TOKENIZER_FILES)
+
+
+def _load_tokenizer(folder: Path, asked: bool) -> Vocab:
     spm_file, json_file = folder / "tokenizer.model", folder / "tokenizer.json"
     if not spm_file.is_file():
         spm_file = folder / "spiece.model"  # T5's name
     if spm_file.is_file() and _is_tiktoken_ranks(spm_file):
-        vocab = load_tiktoken_vocab(spm_file)
-    elif spm_file.is_file():
-        vocab = _load_sentencepiece(spm_file)
-    elif json_file.is_file():
-        vocab = _load_bpe(json_file)
-    else:
-        raise ConversionError(f"{folder}: no tokenizer found (looked for {', '.join(TOKENIZER_FILES)})")
-    _pad_to_config(vocab, folder)
-    _add_special_tokens(vocab, folder)
-    if vocab.pre in (GLM_PRE_TOKENIZER, "glm4"):  # GLM-4 (the glm4 hash is glm-4-9b-hf's tokenizer.json)
-        glm_special_tokens(vocab)
-    return vocab
+        return load_tiktoken_vocab(spm_file)
+    if spm_file.is_file():
+        return _load_sentencepiece(spm_file)
+    if json_file.is_file():
+        return _load_bpe(json_file)
+    hint = "" if asked else ": give the base model's tokenizer with --tokenizer-from FOLDER|REPO"
+    raise ConversionError(f"{folder}: no tokenizer found (looked for {', '.join(TOKENIZER_FILES)}){hint}")
 
 
 def _is_tiktoken_ranks(path: Path) -> bool:
@@ -121,38 +95,10 @@ def _load_sentencepiece(path: Path) -> Vocab:
         token_types=list(proto.types),
         scores=list(proto.scores),
         add_space_prefix=proto.add_dummy_prefix,
+        n_base=len(proto.pieces),
     )
-    _add_spm_added_tokens(vocab, path.parent)
+    add_spm_added_tokens(vocab, path.parent)
     return vocab
-
-
-def _add_spm_added_tokens(vocab: Vocab, folder: Path) -> None:
-    """added_tokens.json and tokenizer_config's added_tokens_decoder, as llama.cpp's converter reads them."""
-    added = _read_json(folder / "added_tokens.json") or {}
-    for text, token_id in sorted(added.items(), key=lambda kv: kv[1]):
-        _set_token(vocab, int(token_id), text, _T.USER_DEFINED, folder / "added_tokens.json")
-    decoder = (_read_json(folder / "tokenizer_config.json") or {}).get("added_tokens_decoder") or {}
-    for key, entry in decoder.items():
-        token_id = int(key)
-        if (
-            token_id < len(vocab)
-            and vocab.tokens[token_id] == entry["content"]
-            and vocab.token_types[token_id] in (_T.CONTROL, _T.UNKNOWN, _T.BYTE)
-        ):
-            continue  # the proto already types it
-        kind = _T.CONTROL if entry.get("special") else _T.USER_DEFINED
-        _set_token(vocab, token_id, entry["content"], kind, folder / "tokenizer_config.json")
-
-
-def _set_token(vocab: Vocab, token_id: int, text: str, kind: int, source: Path) -> None:
-    if token_id > len(vocab):
-        _pad(vocab, token_id)
-    if token_id == len(vocab):
-        vocab.tokens.append(text)
-        vocab.token_types.append(kind)
-        vocab.scores.append(-1000.0)
-    else:
-        vocab.tokens[token_id], vocab.token_types[token_id], vocab.scores[token_id] = text, kind, -1000.0
 
 
 # --- byte-level BPE (tokenizer.json) --------------------------------------------------------------------------
@@ -161,7 +107,7 @@ def _set_token(vocab: Vocab, token_id: int, text: str, kind: int, source: Path) 
 def _load_bpe(path: Path) -> Vocab:
     from tokenizers import Tokenizer
 
-    data = _read_json(path)
+    data = read_json(path)
     model = data.get("model") or {}
     if model.get("type") != "BPE" or model.get("byte_fallback"):
         raise ConversionError(
@@ -183,8 +129,14 @@ def _load_bpe(path: Path) -> Vocab:
             tokens.append(by_id[i])
             types.append(_added_token_type(added[i]) if i in added else _T.NORMAL)
     pre = _pre_tokenizer_name(tokenizer, data, path)
+    base = [i for i in by_id if i not in added]
     vocab = Vocab(
-        model="gpt2", pre=pre, tokens=tokens, token_types=types, merges=_merges(model.get("merges") or [], path)
+        model="gpt2",
+        pre=pre,
+        tokens=tokens,
+        token_types=types,
+        merges=_merges(model.get("merges") or [], path),
+        n_base=max(base) + 1 if base else 0,
     )
     vocab.add_special.update(_added_by_post_processor(tokenizer, vocab, data))
     return vocab
@@ -256,8 +208,9 @@ def _added_by_post_processor(tokenizer, vocab: Vocab, data: dict) -> dict[str, b
 # --- shared: special tokens, flags, chat template, padding -----------------------------------------------------
 
 
-def _add_special_tokens(vocab: Vocab, folder: Path) -> None:
-    special = gguf.SpecialVocab(folder, load_merges=False, n_vocab=len(vocab))
+def _add_special_tokens(vocab: Vocab, tok_folder: Path, folder: Path) -> None:
+    """Special ids and flags from the tokenizer's files, then the checkpoint's generation_config.json."""
+    special = gguf.SpecialVocab(tok_folder, load_merges=False, n_vocab=len(vocab))
     for kind, token_id in special.special_token_ids.items():
         vocab.special_ids.setdefault(kind, token_id)
     for kind, value in special.add_special_token.items():
@@ -265,7 +218,7 @@ def _add_special_tokens(vocab: Vocab, folder: Path) -> None:
             vocab.add_special[kind] = value
     if special.chat_template is not None:
         vocab.chat_template = special.chat_template
-    generation = _read_json(folder / "generation_config.json") or {}
+    generation = read_json(folder / "generation_config.json") or {}
     for kind in ("bos", "eos", "pad"):
         token_id = generation.get(f"{kind}_token_id")
         if isinstance(token_id, list) and token_id:
@@ -290,31 +243,8 @@ def _spm_default(vocab: Vocab, kind: str) -> int | None:
     return None
 
 
-def _pad_to_config(vocab: Vocab, folder: Path) -> None:
-    config = _read_json(folder / "config.json") or {}
+def _fit_to_config(vocab: Vocab, folder: Path) -> None:
+    config = read_json(folder / "config.json") or {}
     size = config.get("padded_vocab_size") or config.get("vocab_size")
-    if not isinstance(size, int):
-        return
-    if size < len(vocab):
-        raise ConversionError(
-            f"{folder / 'config.json'}: vocab_size {size} is smaller than the tokenizer's {len(vocab)} tokens"
-        )
-    _pad(vocab, size)
-
-
-def _pad(vocab: Vocab, size: int) -> None:
-    """Fill ids the tokenizer does not use with unused placeholders, as llama.cpp's converter does."""
-    for i in range(len(vocab), size):
-        vocab.tokens.append(f"[PAD{i}]")
-        vocab.token_types.append(_T.UNUSED)
-        if vocab.scores is not None:
-            vocab.scores.append(-1000.0)
-
-
-def _read_json(path: Path):
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ConversionError(f"{path}: not valid JSON ({exc})") from None
+    if isinstance(size, int):
+        fit_to_rows(vocab, size, str(folder / "config.json"))

@@ -23,6 +23,7 @@ from pathlib import Path
 import gguf
 
 from .errors import ConversionError
+from .vocab_base import Vocab, read_json
 
 PRE_TOKENIZER = "chatglm-bpe"
 # GLM-4's pre-tokenizer regex (tokenization_chatglm.py; the Split of a GLM-4 tokenizer.json)
@@ -127,10 +128,8 @@ def rebuild_merges(ranks: dict[bytes, int], path: Path | str = "tokenizer.model"
 
 def special_tokens(folder: Path, n_ranks: int) -> dict[int, str]:
     """{id: text} of the special tokens: tokenizer_config.json's added_tokens_decoder, else GLM-4's list."""
-    from .vocab import _read_json
-
     config_path = folder / "tokenizer_config.json"
-    config = _read_json(config_path) or {}
+    config = read_json(config_path) or {}
     decoder = config.get("added_tokens_decoder") or {}
     found: dict[int, str] = {}
     for key, entry in decoder.items():
@@ -146,10 +145,8 @@ def special_tokens(folder: Path, n_ranks: int) -> dict[int, str]:
     return found or {n_ranks + i: text for i, text in enumerate(GLM4_SPECIAL_TOKENS)}
 
 
-def load_tiktoken_vocab(path: Path):
+def load_tiktoken_vocab(path: Path) -> Vocab:
     """The Vocab of a GLM-4 ranks file and the special tokens beside it (config padding is done by the caller)."""
-    from .vocab import Vocab
-
     ranks = read_ranks(path)
     specials = special_tokens(path.parent, len(ranks))
     size = max(len(ranks), max(specials) + 1)
@@ -159,10 +156,11 @@ def load_tiktoken_vocab(path: Path):
         tokens[rank], types[rank] = token_text(token), gguf.TokenType.NORMAL
     for token_id, text in specials.items():
         tokens[token_id], types[token_id] = text, gguf.TokenType.CONTROL
-    return Vocab(model="gpt2", pre=PRE_TOKENIZER, tokens=tokens, token_types=types, merges=rebuild_merges(ranks, path))
+    merges = rebuild_merges(ranks, path)
+    return Vocab(model="gpt2", pre=PRE_TOKENIZER, tokens=tokens, token_types=types, merges=merges, n_base=len(ranks))
 
 
-def glm_special_tokens(vocab) -> None:
+def glm_special_tokens(vocab: Vocab) -> None:
     """GLM-4's turn ends and no BOS, set from the token texts (whatever config.json's eos list says)."""
     for kind, text in GLM4_ROLES.items():
         if text in vocab.tokens:

@@ -9,7 +9,6 @@ have no BOS; eos 1, unk 2 and pad 0 are the pieces typed so in the model file.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import gguf
 
 from . import spm_proto
 from .errors import ConversionError
-from .vocab import Vocab, _add_spm_added_tokens
+from .vocab_base import Vocab, add_spm_added_tokens, read_json
 
 _T = gguf.TokenType
 N_SENTINELS = 100
@@ -54,11 +53,12 @@ def load_unigram(path: Path, proto: spm_proto.SentencePieceModel) -> UnigramVoca
         add_space_prefix=proto.add_dummy_prefix,
         remove_extra_whitespaces=proto.remove_extra_whitespaces,
         precompiled_charsmap=proto.precompiled_charsmap,
+        n_base=len(proto.pieces),
     )
     folder = path.parent
     for text, token_id in _listed_sentinels(folder).items():
         _place(vocab, token_id, text)
-    _add_spm_added_tokens(vocab, folder)
+    add_spm_added_tokens(vocab, folder)
     if "<extra_id_0>" not in vocab.tokens:
         _add_default_sentinels(vocab, len(proto.pieces), folder)
     for kind, wanted in (("pad", "<pad>"), ("eos", "</s>"), ("unk", "<unk>")):
@@ -77,13 +77,8 @@ def _typed_piece(vocab, text: str, kind: int) -> int | None:
 
 def _listed_sentinels(folder: Path) -> dict[str, int]:
     """Sentinels with their ids as tokenizer.json lists them (transformers 5 writes no added_tokens.json)."""
-    path = folder / "tokenizer.json"
-    if not path.is_file():
-        return {}
-    try:
-        added = json.loads(path.read_text(encoding="utf-8")).get("added_tokens") or []
-    except (ValueError, UnicodeDecodeError, AttributeError) as exc:
-        raise ConversionError(f"{path}: not valid JSON ({exc})") from None
+    data = read_json(folder / "tokenizer.json")
+    added = (data.get("added_tokens") if isinstance(data, dict) else None) or []
     return {
         t["content"]: int(t["id"])
         for t in added
@@ -93,7 +88,7 @@ def _listed_sentinels(folder: Path) -> dict[str, int]:
 
 def _add_default_sentinels(vocab, n_pieces: int, folder: Path) -> None:
     """Hugging Face's T5Tokenizer numbering: `<extra_id_N>` is id n_pieces + extra_ids - 1 - N."""
-    config = _json(folder / "tokenizer_config.json")
+    config = read_json(folder / "tokenizer_config.json")
     count = config.get("extra_ids", N_SENTINELS) if isinstance(config, dict) else N_SENTINELS
     for n in range(int(count)):
         _place(vocab, n_pieces + int(count) - 1 - n, f"<extra_id_{n}>")
@@ -107,10 +102,3 @@ def _place(vocab, token_id: int, text: str) -> None:
         vocab.token_types.append(_T.UNUSED)
         vocab.scores.append(-1000.0)
     vocab.tokens[token_id], vocab.token_types[token_id], vocab.scores[token_id] = text, _T.CONTROL, -1000.0
-
-
-def _json(path: Path):
-    try:
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ConversionError(f"{path}: not valid JSON ({exc})") from None

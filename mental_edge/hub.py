@@ -33,6 +33,10 @@ CHECKPOINT_SIDE_FILES = (
     "vocab.json",  # byte-level BPE shipped as two files (BART)
     "merges.txt",
 )
+# A tokenizer is one of these files (or the vocab.json + merges.txt pair); TOKENIZER_SIDE_FILES are what a
+# tokenizer taken from another repo (`--tokenizer-from`) brings along.
+TOKENIZER_FILES = ("tokenizer.model", "spiece.model", "tokenizer.json")
+TOKENIZER_SIDE_FILES = tuple(f for f in CHECKPOINT_SIDE_FILES if f not in ("config.json", "generation_config.json"))
 
 SOURCE_FILE = "mental-edge-source.json"  # repo and commit of a downloaded checkpoint
 
@@ -196,25 +200,46 @@ def choose_gguf(listing: RepoListing, quant: str | None) -> tuple[list[str], str
     return sorted(models[key]), reason
 
 
-def download_folder(listing: RepoListing) -> Path:
-    """Where a checkpoint of one commit is downloaded: same commit, same folder, so a rerun resumes."""
-    from mental_edge.store import downloads_dir
+def has_tokenizer(files) -> bool:
+    """Whether these file names (a listing's, a folder's) hold a tokenizer conversion can read."""
+    names = set(files)
+    return bool(names & set(TOKENIZER_FILES)) or {"vocab.json", "merges.txt"} <= names
 
-    return downloads_dir() / f"{listing.repo_id.replace('/', '--')}--{listing.sha[:12]}"
+
+def no_tokenizer_error(where: str) -> MentalEdgeError:
+    looked = ", ".join(TOKENIZER_FILES) + ", vocab.json + merges.txt"
+    return MentalEdgeError(
+        f"{where} has no tokenizer files (looked for {looked}): "
+        "give its base model's tokenizer with --tokenizer-from FOLDER|REPO"
+    )
 
 
-def download_checkpoint(repo_id: str, revision: str | None = None) -> Path:
-    """Download only what converting `repo_id` needs; returns the local folder (the commit is in its name)."""
-    listing = list_repo(repo_id, revision)
-    if listing.gguf_files() and not any(_SAFETENSORS.fullmatch(f) or _TORCH_BIN.fullmatch(f) for f in listing.files):
-        raise MentalEdgeError(f"{repo_id} holds GGUF files, not a checkpoint: 'mental-edge pull {repo_id}' fetches one")
-    folder = download(listing, checkpoint_files(listing), download_folder(listing))
-    (folder / SOURCE_FILE).write_text(json.dumps({"repo": repo_id, "revision": listing.sha}), encoding="utf-8")
-    return folder
+def tokenizer_files(listing: RepoListing) -> list[str]:
+    """The tokenizer files of a repo (for --tokenizer-from REPO): data only, no weights, no code."""
+    top = [f for f in listing.files if "/" not in f]
+    if not has_tokenizer(top):
+        raise no_tokenizer_error(listing.repo_id)
+    return [f for f in TOKENIZER_SIDE_FILES if f in top]
+
+
+def download_folder(listing: RepoListing, root: Path) -> Path:
+    """Where files of one commit are downloaded under `root`: same commit, same folder, so a rerun resumes."""
+    return root / f"{listing.repo_id.replace('/', '--')}--{listing.sha[:12]}"
+
+
+def holds_only_gguf(listing: RepoListing) -> bool:
+    """A GGUF repo: .gguf files and no checkpoint weights."""
+    weights = any(_SAFETENSORS.fullmatch(f) or _TORCH_BIN.fullmatch(f) for f in listing.files)
+    return bool(listing.gguf_files()) and not weights
+
+
+def write_checkpoint_source(folder: Path, listing: RepoListing) -> None:
+    """Record beside a downloaded checkpoint which repo and commit it is (read by checkpoint_source)."""
+    (folder / SOURCE_FILE).write_text(json.dumps({"repo": listing.repo_id, "revision": listing.sha}), encoding="utf-8")
 
 
 def checkpoint_source(folder: Path) -> tuple[str, str] | None:
-    """(repo id, commit sha) of a folder written by download_checkpoint, None for any other folder."""
+    """(repo id, commit sha) of a folder written by write_checkpoint_source, None for any other folder."""
     try:
         data = json.loads((Path(folder) / SOURCE_FILE).read_text(encoding="utf-8"))
         return str(data["repo"]), str(data["revision"])

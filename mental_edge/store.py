@@ -345,10 +345,3 @@ def _remove_path(path: Path) -> None:
     else:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
-
-
-def pull(name_or_repo: str, **options) -> ModelEntry:
-    """Fetch a hub model into the store: see `mental_edge.pull.pull` (it joins hub, converter and store)."""
-    from mental_edge.pull import pull as pull_model
-
-    return pull_model(name_or_repo, **options)

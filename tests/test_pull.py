@@ -10,7 +10,7 @@ from gguf import LlamaFileType
 from gguf_tiny import write_tiny_gguf
 from hub_standin import FakeRepo, HubStandIn
 
-from mental_edge import hub, store
+from mental_edge import hub, pull, store
 from mental_edge.cli import main
 from mental_edge.errors import MentalEdgeError
 
@@ -111,7 +111,7 @@ def test_pull_gguf_repo_takes_the_default_file_as_is(online_hub, gguf_repo):
 
 
 def test_pull_gguf_repo_with_quant_and_revision(online_hub, gguf_repo):
-    entry = store.pull(GGUF_REPO, quant="q8_0", revision=gguf_repo.sha)
+    entry = pull.pull(GGUF_REPO, quant="q8_0", revision=gguf_repo.sha)
     assert (entry.name, entry.quant, entry.revision) == ("tiny-q8_0", "Q8_0", gguf_repo.sha)
     assert online_hub.served(GGUF_REPO) == {"tiny.Q8_0.gguf"}
 
@@ -120,7 +120,7 @@ def test_pull_gguf_repo_with_quant_and_revision(online_hub, gguf_repo):
 
 
 def test_download_checkpoint_fetches_only_what_conversion_needs(online_hub, ckpt_files):
-    folder = hub.download_checkpoint(CKPT_REPO)
+    folder = pull.download_checkpoint(CKPT_REPO)
     assert online_hub.served(CKPT_REPO) == set(ckpt_files)
     for name, data in ckpt_files.items():
         assert (folder / name).read_bytes() == data
@@ -141,7 +141,7 @@ def test_offline_pull_says_what_to_do_instead():
     assert "klyang/MentaLLaMA-chat-7B" in line and "HF_HUB_OFFLINE" in line
     assert "mental-edge convert /local/copy -o x.gguf" in line and "mental-edge import x.gguf" in line
     with pytest.raises(MentalEdgeError, match="mental-edge import"):
-        hub.download_checkpoint(CKPT_REPO)
+        pull.download_checkpoint(CKPT_REPO)
 
 
 def test_unreachable_hub_says_what_to_do_instead(monkeypatch):

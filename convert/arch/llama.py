@@ -44,7 +44,8 @@ class Hparams:
             head_dim=int(config.get("head_dim") or n_embd // n_head),
             n_vocab=int(config_field(config, "vocab_size")),
             n_ctx=int(config.get("max_position_embeddings") or 2048),
-            eps=float(config.get("rms_norm_eps") or 1e-6),
+            # 1e-5 in LLaMA-2 and MentaLLaMA-13B, 1e-6 in MentaLLaMA-7B: read, never a default
+            eps=float(config_field(config, "rms_norm_eps")),
             rope_theta=config.get("rope_theta"),
             tied=bool(config.get("tie_word_embeddings", False)),
         )

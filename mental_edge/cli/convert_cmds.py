@@ -12,15 +12,19 @@ def _progress(done: int, total: int, name: str) -> None:
     click.echo(f"[{done}/{total}] {name}", err=True)
 
 
+def _say(message: str) -> None:
+    click.echo(message, err=True)
+
+
 def _checkpoint(src: str, revision: str | None) -> tuple[Path, str | None, str | None]:
     """(folder, hub repo id, revision): a local folder as is, anything else downloaded from the hub."""
     if Path(src).is_dir():
         return Path(src), None, revision
     if Path(src).exists() or src.startswith((".", "/", "~")) or src.count("/") != 1:
         raise MentalEdgeError(f"{src}: no such checkpoint folder (and not a hub id such as klyang/MentaLLaMA-chat-7B)")
-    from mental_edge import hub
+    from mental_edge import hub, pull
 
-    folder = hub.download_checkpoint(src, revision)
+    folder = pull.download_checkpoint(src, revision)
     repo, sha = hub.checkpoint_source(folder) or (src, revision)
     return folder, repo, sha
 
@@ -42,10 +46,20 @@ def _checkpoint(src: str, revision: str | None) -> tuple[Path, str | None, str |
 )
 @click.option("--quant", help="Then quantize with llama.cpp to this type (Q4_K_M, Q8_0, ...).")
 @click.option("--revision", help="Hub branch, tag or commit (with a hub id).")
-def convert(src, output, outtype, quant, revision):
+@click.option(
+    "--tokenizer-from",
+    metavar="FOLDER|REPO",
+    help="Take the tokenizer files from this folder or hub repo (the base model's), for a checkpoint that lacks them.",
+)
+def convert(src, output, outtype, quant, revision, tokenizer_from):
     """Convert a Hugging Face checkpoint (local folder or hub id) to GGUF."""
     from mental_edge.convert import ConversionError, convert_checkpoint
 
+    tokenizer = None
+    if tokenizer_from is not None:  # before a checkpoint is downloaded
+        from mental_edge.pull import tokenizer_folder
+
+        tokenizer = tokenizer_folder(tokenizer_from, say=_say)
     folder, repo, revision = _checkpoint(src, revision)
     try:
         path = convert_checkpoint(
@@ -57,6 +71,8 @@ def convert(src, output, outtype, quant, revision):
             revision=revision,
             progress=_progress,
             on_quantized=_report_fallbacks,
+            tokenizer_from=tokenizer,
+            say=_say,
         )
     except ConversionError as exc:
         raise MentalEdgeError(str(exc)) from None

@@ -4,6 +4,7 @@ import click
 
 from mental_edge import store
 from mental_edge.cli import main
+from mental_edge.pull import pull as pull_model
 
 _COLUMNS = ("NAME", "ARCHITECTURE", "QUANT", "SIZE", "SHA256", "SOURCE", "REVISION", "VERIFIED")
 
@@ -21,13 +22,18 @@ def _say(message: str) -> None:
 )
 @click.option("--keep-download", is_flag=True, help="Keep the downloaded checkpoint after conversion.")
 @click.option(
+    "--tokenizer-from",
+    metavar="FOLDER|REPO",
+    help="Take the tokenizer files from this folder or hub repo (the base model's), for a repo that lacks them.",
+)
+@click.option(
     "--verify",
     "verify_data",
     type=click.Path(exists=True),
     help="Check the conversion against the checkpoint (transformers) and the quantization against the f16 file, "
     "on these IMHI rows (the folder holding test_instruction/); the result is kept in the store (`models`).",
 )
-def pull(name_or_repo, quant, revision, outtype, keep_download, verify_data):
+def pull(name_or_repo, quant, revision, outtype, keep_download, verify_data, tokenizer_from):
     """Download a model (short name or hub id), convert it if needed, and add it to the store."""
     check = None
     if verify_data is not None:
@@ -35,7 +41,7 @@ def pull(name_or_repo, quant, revision, outtype, keep_download, verify_data):
 
         verify_reference.check_extra()  # before gigabytes are downloaded
         check = verify.pull_check(verify_data, say=_say)
-    entry = store.pull(
+    entry = pull_model(
         name_or_repo,
         quant=quant,
         revision=revision,
@@ -43,6 +49,7 @@ def pull(name_or_repo, quant, revision, outtype, keep_download, verify_data):
         progress=_say,
         keep_download=keep_download,
         check=check,
+        tokenizer_from=tokenizer_from,
     )
     click.echo(_summary(entry))
 
