@@ -84,12 +84,12 @@ class Item:
     log_norm: np.ndarray | None = None  # (positions,) float32: logsumexp of each position's logits
     vocab_size: int = 0
 
-    def positions(self) -> list[int] | Seq2SeqPrompt:
-        """What `prompt_logits` reads: the prompt and the first label's answer (for an encoder-decoder model, the
-        decoder reading that answer after its start token)."""
+    def positions(self) -> list[list[int] | Seq2SeqPrompt]:
+        """What `prompt_logits` reads: the prompt and the first label's answer; for an encoder-decoder model, whose
+        prompt positions are the decoder's, the decoder reading each label's answer after its start tokens."""
         if self.encoder_decoder:
-            return Seq2SeqPrompt(tuple(self.prompt), tuple(self.candidates[0]))
-        return list(self.prompt) + list(self.candidates[0])
+            return [Seq2SeqPrompt(tuple(self.prompt), tuple(c)) for c in self.candidates]
+        return [list(self.prompt) + list(self.candidates[0])]
 
 
 @dataclass
@@ -250,18 +250,19 @@ def record_model(engine: Engine, rows, *, prompt_format: str | None = None, say:
         analyzer.label_probabilities(query, task, form)
         prompt, candidates, scores = recorder.calls.pop()
         item = Item(row_id, task.name, query, prompt, candidates, engine.encoder_decoder, scores)
-        _keep(item, _prompt_logits(engine, item.positions()))
+        _keep(item, _prompt_logits(engine, item))
         items.append(item)
         if say:
             say(f"  {row_id} {task.name}: {len(item.top_ids)} positions")
     return items
 
 
-def _prompt_logits(side, tokens) -> np.ndarray:
+def _prompt_logits(side, item: Item) -> np.ndarray:
+    """The logits of every position of the item, one row each, from either side."""
     method = getattr(side, "prompt_logits", None)
     if method is None:
         raise MentalEdgeError(f"{type(side).__name__} gives no logits per position, so it cannot be verified")
-    return np.asarray(method(tokens), dtype=np.float32)
+    return np.concatenate([np.asarray(method(p), dtype=np.float32) for p in item.positions()])
 
 
 def _keep(item: Item, logits: np.ndarray) -> None:
@@ -287,7 +288,7 @@ def compare(items: Sequence[Item], reference, say: Say | None = None) -> Figures
     """Run the reference (anything with `prompt_logits` and `score`) on the items' tokens and gather the figures."""
     figures = Figures()
     for item in items:
-        ref_logits = _prompt_logits(reference, item.positions())
+        ref_logits = _prompt_logits(reference, item)
         if ref_logits.shape[0] != item.top_ids.shape[0]:
             got, want = ref_logits.shape[0], item.top_ids.shape[0]
             raise MentalEdgeError(f"{item.row}: the reference gave {got} positions, the model file {want}")

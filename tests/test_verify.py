@@ -249,3 +249,23 @@ def test_pull_verify_keeps_the_verdict_in_the_store_and_models_shows_it(smollm2_
     listing = CliRunner().invoke(main, ["models"]).output.splitlines()
     assert listing[0].split()[-1] == "VERIFIED"
     assert listing[1].split()[-2:] == ["yes" if check["verified"] else "NO", check["label_agreement"]]
+
+
+# ---------------------------------------------------------------- BART (CTranslate2)
+
+
+def test_bart_conversion_passes_and_a_wrong_embedding_scale_fails(imhi_dir, tmp_path):
+    from seq2seq_tiny import write_bart
+
+    ckpt = write_bart(tmp_path / "bart", imhi_dir)
+    wrong = shutil.copytree(ckpt, tmp_path / "wrong-scale")
+    cfg = json.loads((wrong / "config.json").read_text())
+    cfg["scale_embedding"] = True  # embeddings times sqrt(d_model) = 8
+    (wrong / "config.json").write_text(json.dumps(cfg))
+    ours, broken = convert(ckpt, tmp_path / "ct2", "f32"), convert(wrong, tmp_path / "ct2-wrong", "f32")
+    result = verify(ours, "--reference", ckpt, "--data", imhi_dir, *ROWS)
+    assert result.exit_code == 0, result.output
+    assert figures(result.output)["top5"] < 0.05
+    result = verify(broken, "--reference", ckpt, "--data", imhi_dir, *ROWS)
+    assert result.exit_code == 1, result.output
+    assert "verdict: FAIL:" in result.output

@@ -13,6 +13,8 @@ import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import numpy as np
+
 from mental_edge.engine.base import Engine, Generation, ModelInfo, Sampling, Segment, Seq2SeqPrompt
 from mental_edge.engine.text import StopText
 from mental_edge.errors import MentalEdgeError
@@ -140,6 +142,22 @@ class CT2Engine(Engine):
         for i, result in zip(scored, results):
             scores[i] = float(sum(result.log_probs[1:-1]))
         return scores
+
+    def prompt_logits(self, prompt: Seq2SeqPrompt) -> np.ndarray:
+        """Raw decoder logits after its `<s>` and after each target token (len(target) + 1 rows),
+        the decoder forced through the target. For `mental-edge verify`, which compares them with a reference."""
+        prefix = [self._bos, *self._pieces(prompt.target)]
+        (result,) = self._translator.translate_batch(
+            [self._source(prompt.source)],
+            target_prefix=[prefix],
+            beam_size=1,
+            max_decoding_length=len(prefix) + 1,
+            min_decoding_length=0,  # else the first step's end token is masked out of the logits
+            return_logits_vocab=True,
+            max_input_length=0,
+        )
+        rows = np.stack([np.asarray(step, dtype=np.float32) for step in result.logits[0]])
+        return rows[1 : len(prefix) + 1]  # rows[0] predicts the `<s>` itself
 
     def generate(self, prompt, *, max_tokens, sampling=Sampling(), stop=()) -> Generation:
         """`prompt`: encoder tokens, or a Seq2SeqPrompt whose target the decoder continues."""
