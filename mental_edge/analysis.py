@@ -143,13 +143,13 @@ class Analyzer:
         if self.free:
             prompt = self._tokens(query)
             return Request(prompt, follow=lambda scores: prompt, **common)
-        prompt, candidates = self._candidates(query, task, form)
+        prompt, candidates = self.candidates(query, task, form)
         follow = None
         if self.explain:
             follow = lambda scores: self._tokens(query, task.explain_prefix(_best(task, scores), form))  # noqa: E731
         return Request(prompt, candidates, follow, **common)
 
-    def _candidates(self, query: str, task: Task, form: str) -> tuple[list[int], list[list[int]]]:
+    def candidates(self, query: str, task: Task, form: str) -> tuple[list[int], list[list[int]]]:
         """The prompt read once and each label's answer sentence after it: for an encoder-decoder model the
         encoder's input and each answer as the decoder's output; else the tokens all the answers share, then
         the rest of each."""
@@ -180,7 +180,7 @@ class Analyzer:
 
     def label_probabilities(self, query: str, task: Task, form: str) -> dict[str, float]:
         """P(label) from the log-likelihood of each label's answer sentence after the query."""
-        prompt, candidates = self._candidates(query, task, form)
+        prompt, candidates = self.candidates(query, task, form)
         return _softmax(task.labels, self.engine.score(prompt, candidates))
 
     def _tokens(self, query: str, answer: str | None = None) -> list[int] | Seq2SeqPrompt:

@@ -28,6 +28,7 @@ from mental_edge.engine.llama_common import (
     default_threads,
     system_info,
 )
+from mental_edge.engine.trie import build_trie, path_scores
 from mental_edge.errors import MentalEdgeError
 
 __all__ = ["ContextOverflow", "LlamaEngine", "system_info", "CPU_VALUE_TYPE"]
@@ -52,6 +53,9 @@ CPU_VALUE_TYPE = GGMLQuantizationType.BF16
 
 
 class LlamaEngine(LlamaCppEngine):
+    share_candidates = True  # candidate answers decoded as a token trie (False: each on its own, for comparison)
+    decoded_tokens = 0  # tokens fed to llama_decode so far (the trie's saving is counted in these)
+
     def __init__(
         self,
         path: str | Path,
@@ -80,7 +84,7 @@ class LlamaEngine(LlamaCppEngine):
         self.retired_seq = max(self.slots, 1) + SCORE_SEQS  # the batcher's holder of cells no request needs
         self.n_cells = self._cache_cells(meta)
         self._ctx = self._new_context(threads)
-        self._batch = _internals.LlamaBatch(n_tokens=n_batch, embd=0, n_seq_max=1, verbose=False)
+        self._batch = _internals.LlamaBatch(n_tokens=n_batch, embd=0, n_seq_max=SCORE_SEQS, verbose=False)
         self._n_vocab = self._model.n_vocab()
         self._cached: list[int] = []  # the tokens sequence 0 holds in the cache
         self._control_re: re.Pattern | None = None
@@ -170,6 +174,7 @@ class LlamaEngine(LlamaCppEngine):
 
     def _run_batch(self) -> None:
         self._pair_outputs()
+        self.decoded_tokens += self._batch.batch.n_tokens
         try:
             self._ctx.decode(self._batch)
         except RuntimeError as exc:
@@ -236,10 +241,12 @@ class LlamaEngine(LlamaCppEngine):
         """Sequence `seq` no longer holds its positions from `start` on (a cell no sequence holds is free)."""
         self._ctx.kv_cache_seq_rm(seq, start, -1)
 
-    def decode_rows(self, rows: Sequence[tuple[int, int, int, bool]]) -> None:
-        """One llama_decode of at most n_batch rows (token, position, sequence, logits wanted); afterwards
-        `log_probs(i)` reads row i's. A micro-batch's lone output row gets a partner (see `_pair_outputs`), so a
-        row's logits do not depend on the other rows. On failure the cache is cleared and MentalEdgeError raised."""
+    def decode_rows(self, rows: Sequence[tuple[int, int, int | Sequence[int], bool]]) -> None:
+        """One llama_decode of at most n_batch rows (token, position, sequence or sequences, logits wanted);
+        afterwards `log_probs(i)` reads row i's. A row in several sequences (at most `score_seqs`; a shared answer
+        token) is one cell they all hold; those sequences must hold the same positions before it. A micro-batch's
+        lone output row gets a partner (see `_pair_outputs`), so a row's logits do not depend on the other rows.
+        On failure the cache is cleared and MentalEdgeError raised."""
         if len(rows) > self.n_batch:
             raise MentalEdgeError(f"a batch of {len(rows)} tokens; the engine decodes at most {self.n_batch}")
         batch = self._batch.batch
@@ -258,10 +265,9 @@ class LlamaEngine(LlamaCppEngine):
         return self.batcher
 
     def check_request(self, req: Request) -> None:
-        if self.slots > 1 and cells_needed(req) > self.n_cells:
-            raise MentalEdgeError(
-                f"the request needs {cells_needed(req)} tokens of cache; the cache holds {self.n_cells}"
-            )
+        need = cells_needed(req, self.share_candidates)
+        if self.slots > 1 and need > self.n_cells:
+            raise MentalEdgeError(f"the request needs {need} tokens of cache; the cache holds {self.n_cells}")
 
     # -- scoring --------------------------------------------------------------------------------
 
@@ -295,34 +301,37 @@ class LlamaEngine(LlamaCppEngine):
         return np.stack(rows)
 
     def _score_groups(self, continuations, room: int) -> Iterator[list[int]]:
-        """Indices of continuations that fit together in `room` cells (of the batch and of the cache after the
-        prompt) and in the spare sequences."""
-        group, size = [], 0
+        """Indices of continuations whose trie fits together in `room` cells (of the batch and of the cache after
+        the prompt) and in the spare sequences."""
+        group: list[int] = []
         for i, cont in enumerate(continuations):
-            need = max(len(cont) - 1, 0)
-            if not need:
+            if len(cont) < 2:
                 continue
-            if group and (size + need > room or len(group) == SCORE_SEQS - 1):
+            grown = [*group, i]
+            too_big = len(build_trie([continuations[j] for j in grown], share=self.share_candidates)) > room
+            if group and (too_big or len(group) == SCORE_SEQS - 1):
                 yield group
-                group, size = [], 0
-            group.append(i)
-            size += need
+                grown = [i]
+            group = grown
         if group:
             yield group
 
     def _score_group(self, n_prompt: int, group: list[int], continuations, scores: list[float]) -> None:
-        parts = []
-        for k, i in enumerate(group):
-            seq = k + 1
-            self._ctx.kv_cache_seq_cp(0, seq, 0, n_prompt)
-            parts.append((seq, n_prompt, continuations[i][:-1]))
+        """The group's answers as a token trie (engine/trie.py): sequence k + 1 is answer group[k], on a copy of
+        the prompt's cells; a token several answers share is one row in all their sequences."""
+        answers = [continuations[i] for i in group]
+        trie = build_trie(answers, share=self.share_candidates)
+        for k in range(len(group)):
+            self._ctx.kv_cache_seq_cp(0, k + 1, 0, n_prompt)
         try:
-            firsts = self._fill_batch(parts, logits="all")
-            self._run_batch()
-            for i, first in zip(group, firsts):
-                cont = continuations[i]
-                for j in range(1, len(cont)):
-                    scores[i] += float(self.log_probs(first + j - 1)[cont[j]])
+            rows = [
+                (tok, n_prompt + depth, tuple(k + 1 for k in members), True)
+                for tok, depth, members in zip(trie.tokens, trie.depths, trie.members)
+            ]
+            self.decode_rows(rows)
+            totals = path_scores(trie, answers, [scores[i] for i in group], self.log_probs)
+            for i, total in zip(group, totals):
+                scores[i] = total
         finally:
             for k in range(len(group)):
                 self._ctx.kv_cache_seq_rm(k + 1, -1, -1)
@@ -365,9 +374,14 @@ class LlamaEngine(LlamaCppEngine):
         llama_cpp.llama_perf_context_reset(self._ctx.ctx)
 
 
-def _put(batch, n: int, token: int, pos: int, seq: int, logits: bool) -> None:
+def _put(batch, n: int, token: int, pos: int, seq: int | Sequence[int], logits: bool) -> None:
     batch.token[n] = token
     batch.pos[n] = pos
-    batch.n_seq_id[n] = 1
-    batch.seq_id[n][0] = seq
+    if isinstance(seq, int):
+        batch.n_seq_id[n] = 1
+        batch.seq_id[n][0] = seq
+    else:
+        batch.n_seq_id[n] = len(seq)
+        for k, s in enumerate(seq):
+            batch.seq_id[n][k] = s
     batch.logits[n] = logits

@@ -30,6 +30,7 @@ import numpy as np
 
 from mental_edge.engine.base import IDLE, Request, Result
 from mental_edge.engine.text import StopText
+from mental_edge.engine.trie import CandidateTrie, build_trie, path_scores
 from mental_edge.errors import MentalEdgeError
 
 __all__ = ["IDLE", "Batcher", "cells_needed"]
@@ -54,6 +55,15 @@ class _Slot:
     generated: int = 0
     text: list[str] = field(default_factory=list)
     finish_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class _Scoring:
+    """A slot's candidates in one batch: those longer than one token (`which`), their sequences, their trie."""
+
+    which: list[int]
+    seqs: list[int]
+    trie: CandidateTrie
 
 
 class Batcher:
@@ -110,7 +120,7 @@ class Batcher:
                     return
                 waiting.append(req)
             req = waiting[0]
-            need = cells_needed(req)
+            need = cells_needed(req, self.e.share_candidates)
             if need > self.e.n_cells:
                 raise MentalEdgeError(f"a request needs {need} tokens of cache; the cache holds {self.e.n_cells}")
             if self._worth_waiting(req.prompt) or not self._room_for(need):
@@ -180,7 +190,7 @@ class Batcher:
 
     # -- one step -----------------------------------------------------------------------------------
 
-    def _step(self, busy: list[_Slot]) -> Iterator[Request]:
+    def _step(self, busy: list[_Slot]) -> Iterator[Result]:
         budget = self.e.n_batch
         parts = []  # (slot, kind, tokens, extra)
         for slot in busy:  # answers first: one token each keeps every generation moving
@@ -197,26 +207,25 @@ class Batcher:
                 scored = self._plan_scoring(slot, budget, free_temps)
                 if scored is not None:
                     parts.append(scored)
-                    budget -= sum(len(t) for _, t in scored[3])
+                    budget -= len(scored[3].trie)
         if not parts:
             raise MentalEdgeError("the batch could not make progress (n_batch too small for the candidates)")
         index = self._decode(parts)
         yield from self._advance(parts, index)
 
     def _plan_scoring(self, slot: _Slot, budget: int, free_temps: list[int]):
-        """Candidates longer than one token each go on a copy of the slot's cache, in one batch."""
-        conts = [(i, c[:-1]) for i, c in enumerate(slot.req.candidates) if len(c) > 1]
-        size = sum(len(t) for _, t in conts)
-        if len(conts) > len(free_temps) or size > budget:
-            if len(conts) > len(self.temp_seqs) or size > self.e.n_batch:
+        """Candidates longer than one token each get a sequence on a copy of the slot's cache; their tokens go
+        in one batch as a trie (engine/trie.py: a token they share is one row in all their sequences)."""
+        which = [i for i, c in enumerate(slot.req.candidates) if len(c) > 1]
+        trie = build_trie([slot.req.candidates[i] for i in which], share=self.e.share_candidates)
+        if len(which) > len(free_temps) or len(trie) > budget:
+            if len(which) > len(self.temp_seqs) or len(trie) > self.e.n_batch:
                 raise MentalEdgeError("too many or too long candidate answers for one batch")
             return None
-        placed = []
-        for i, toks in conts:
-            seq = free_temps.pop()
+        seqs = [free_temps.pop() for _ in which]
+        for seq in seqs:
             self.e.copy_cells(slot.seq, seq, 0, len(slot.tokens))
-            placed.append(((i, seq), toks))
-        return (slot, "score", None, placed)
+        return (slot, "score", None, _Scoring(which, seqs, trie))
 
     def _decode(self, parts) -> dict:
         """Fill one batch; returns where each part's logits sit."""
@@ -224,10 +233,11 @@ class Batcher:
         index = {}
         for slot, kind, tokens, extra in parts:
             if kind == "score":
-                for (i, seq), toks in extra:
-                    index[(id(slot), i)] = len(rows)
-                    rows += [(tok, len(slot.tokens) + j, seq, True) for j, tok in enumerate(toks)]
-                    slot.placed += len(toks)
+                index[id(slot)] = len(rows)  # where the trie's first node sits
+                trie, start = extra.trie, len(slot.tokens)
+                for tok, depth, members in zip(trie.tokens, trie.depths, trie.members):
+                    rows.append((tok, start + depth, tuple(extra.seqs[m] for m in members), True))
+                slot.placed += len(trie)
                 continue
             for j, tok in enumerate(tokens):
                 last = j == len(tokens) - 1
@@ -242,7 +252,7 @@ class Batcher:
         self.e.decode_rows(rows)
         return index
 
-    def _advance(self, parts, index) -> Iterator[Request]:
+    def _advance(self, parts, index) -> Iterator[Result]:
         for slot, kind, tokens, extra in parts:
             if kind == "score":
                 if self._finish_scoring(slot, extra, index):
@@ -278,13 +288,14 @@ class Batcher:
         slot.sampler = self.e.new_sampler(slot.req.sampling)
         slot.stream = StopText(slot.req.stop)
 
-    def _finish_scoring(self, slot: _Slot, placed, index) -> bool:
-        req = slot.req
-        for (i, seq), _toks in placed:
-            start = index[(id(slot), i)]
-            cont = req.candidates[i]
-            for j in range(1, len(cont)):
-                slot.scores[i] += float(self.e.log_probs(start + j - 1)[cont[j]])
+    def _finish_scoring(self, slot: _Slot, scoring: _Scoring, index) -> bool:
+        base = index[id(slot)]
+        answers = [slot.req.candidates[i] for i in scoring.which]
+        starts = [slot.scores[i] for i in scoring.which]
+        totals = path_scores(scoring.trie, answers, starts, lambda node: self.e.log_probs(base + node))
+        for i, total in zip(scoring.which, totals):
+            slot.scores[i] = total
+        for seq in scoring.seqs:
             self._retire(seq, 0)
         return self._follow(slot, None)
 
@@ -313,6 +324,9 @@ class Batcher:
             slot.finish_reason = "cancelled"
             return True
         token = slot.sampler.sample(at)
+        if token < 0:  # the output grammar allows no token
+            slot.finish_reason = "grammar"
+            return True
         if self.e.is_end(token):
             slot.finish_reason = "stop"
             return True
@@ -354,8 +368,8 @@ def _common(a: list[int], b: list[int]) -> int:
     return n
 
 
-def cells_needed(req: Request) -> int:
-    """Cache cells a request may occupy at its largest in the batcher."""
-    scoring = sum(max(len(c) - 1, 0) for c in req.candidates)
+def cells_needed(req: Request, share: bool = True) -> int:
+    """Cache cells a request may occupy at its largest in the batcher (`share`: its candidates as a trie)."""
+    scoring = len(build_trie(req.candidates, share=share))
     follow = FOLLOW_ROOM if req.follow is not None and req.candidates else 0
     return len(req.prompt) + scoring + follow + (req.max_tokens if req.follow is not None else 0)
