@@ -8,7 +8,9 @@ compared later from their files alone:
      "rows": {"DR": [{"id": "1", "gold": "yes", "pred": "no"}, ...]}}
 
 `pred` is None for an answer no rule could read (it is reported as unparsed, never as a class).
-The figures come from `metrics.score`; this module only arranges and prints them.
+The figures come from `metrics.score`, their intervals and calibration from `stats` (each task also gets
+"intervals": 95% bootstrap intervals, and "calibration": ECE and Brier where rows carry "probabilities");
+this module only arranges and prints them.
 """
 
 import json
@@ -18,6 +20,7 @@ from pathlib import Path
 from mental_edge.errors import MentalEdgeError
 from mental_edge.io.files import atomic_write_text
 from mental_edge.metrics import UNPARSED, score
+from mental_edge.stats import LEVEL, RESAMPLES, SEED, bootstrap, calibration, paired_bootstrap
 
 FIGURES = (("accuracy", "accuracy"), ("weighted_f1", "weighted F1"), ("macro_f1", "macro F1"))
 
@@ -29,18 +32,29 @@ def build_report(
     run: Mapping | None = None,
     data: str | None = None,
 ) -> dict:
-    """Score each task's rows ({"id", "gold", "pred"}); `labels_by_task` fixes the label order."""
+    """Score each task's rows ({"id", "gold", "pred"}, and "probabilities" where the run gave them);
+    `labels_by_task` fixes the label order."""
     tasks, rows = {}, {}
     for task, task_rows in rows_by_task.items():
-        task_rows = [{"id": str(r["id"]), "gold": r["gold"], "pred": r.get("pred")} for r in task_rows]
+        task_rows = [_report_row(r) for r in task_rows]
         labels = (labels_by_task or {}).get(task)
-        scores = score(
-            [r["gold"] for r in task_rows],
-            [r["pred"] for r in task_rows],
-            tuple(labels) if labels is not None else None,
-        )
-        tasks[task], rows[task] = scores.as_dict(), task_rows
+        gold, pred = [r["gold"] for r in task_rows], [r["pred"] for r in task_rows]
+        labels = tuple(labels) if labels is not None else None
+        tasks[task] = score(gold, pred, labels).as_dict()
+        tasks[task]["intervals"] = {
+            **{k: v.as_dict() for k, v in bootstrap(gold, pred, labels).items()},
+            "level": LEVEL, "resamples": RESAMPLES, "seed": SEED,
+        }  # fmt: skip
+        tasks[task]["calibration"] = calibration(gold, pred, [r.get("probabilities") for r in task_rows])
+        rows[task] = task_rows
     return {"data": data, "run": dict(run or {}), "tasks": tasks, "rows": rows}
+
+
+def _report_row(row: Mapping) -> dict:
+    out = {"id": str(row["id"]), "gold": row["gold"], "pred": row.get("pred")}
+    if row.get("probabilities"):
+        out["probabilities"] = dict(row["probabilities"])
+    return out
 
 
 def save_report(report: dict, stem) -> tuple[Path, Path]:
@@ -101,7 +115,9 @@ def compare_reports(before: dict, after: dict) -> dict:
             key: {"before": a[key], "after": b[key], "delta": b[key] - a[key]}
             for key in ("accuracy", "weighted_f1", "macro_f1", "unparsed")
         }
-        entry.update(_changed_rows(before.get("rows", {}).get(task), after.get("rows", {}).get(task)))
+        before_rows, after_rows = before.get("rows", {}).get(task), after.get("rows", {}).get(task)
+        entry.update(_changed_rows(before_rows, after_rows))
+        entry["paired"] = _paired(before_rows, after_rows)
         tasks[task] = entry
     return {"before": _describe(before), "after": _describe(after), "tasks": tasks}
 
@@ -122,7 +138,40 @@ def render_comparison(comparison: dict, markdown: bool = False) -> str:
         )
     title = f"{comparison['before']} → {comparison['after']}"
     table = (_markdown_table if markdown else _text_table)(headers, rows, "l" + "r" * 6)
-    return f"{'# ' if markdown else ''}{title}\n\n{table}\n"
+    text = f"{'# ' if markdown else ''}{title}\n\n{table}\n"
+    return text + _paired_table(comparison, markdown)
+
+
+def _paired(before_rows, after_rows) -> dict | None:
+    """Paired bootstrap intervals of each figure's delta over the rows (by id) both reports hold."""
+    if not before_rows or not after_rows:
+        return None
+    after_by_id = {r["id"]: r for r in after_rows}
+    matched = [(r, after_by_id[r["id"]]) for r in before_rows if r["id"] in after_by_id]
+    if not matched:
+        return None
+    gold = [a["gold"] for a, _ in matched]
+    intervals = paired_bootstrap(gold, [a.get("pred") for a, _ in matched], [b.get("pred") for _, b in matched])
+    return {**{k: v.as_dict() for k, v in intervals.items()}, "rows": len(matched), "resamples": RESAMPLES,
+            "seed": SEED}  # fmt: skip
+
+
+def _paired_table(comparison: dict, markdown: bool) -> str:
+    entries = {t: e["paired"] for t, e in comparison["tasks"].items() if e.get("paired")}
+    if not entries:
+        return ""
+    first = next(iter(entries.values()))
+    headers = ["task", *(f"{name} Δ [{LEVEL:.0%}]" for _, name in FIGURES), "rows"]
+    rows = [[task, *(_signed_interval(p[key]) for key, _ in FIGURES), str(p["rows"])] for task, p in entries.items()]
+    table = (_markdown_table if markdown else _text_table)(headers, rows, "l" + "r" * 4)
+    return (
+        f"\nPaired bootstrap intervals ({first['resamples']} resamples of the shared rows, seed {first['seed']}):\n\n"
+        f"{table}\n"
+    )
+
+
+def _signed_interval(interval: dict) -> str:
+    return f"{interval['estimate']:+.4f} [{interval['low']:+.4f}, {interval['high']:+.4f}]"
 
 
 def _changed_rows(before_rows, after_rows) -> dict:

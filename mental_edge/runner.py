@@ -22,7 +22,7 @@ class RunSummary:
     records: int = 0  # records written now
     skipped: int = 0  # records a resumed output already held
     flagged: int = 0
-    by_task: dict[str, list[dict]] = field(default_factory=dict)  # {"id", "gold", "pred"} for eval
+    by_task: dict[str, list[dict]] = field(default_factory=dict)  # {"id", "gold", "pred", "probabilities"} for eval
 
 
 def run_analysis(
@@ -59,7 +59,12 @@ def run_analysis(
             summary.records += 1
             summary.flagged += bool(record["flags"])
             summary.by_task.setdefault(record["task"], []).append(
-                {"id": record["id"], "gold": record["gold"], "pred": record["label"]}
+                {
+                    "id": record["id"],
+                    "gold": record["gold"],
+                    "pred": record["label"],
+                    "probabilities": record["probabilities"],
+                }
             )
         if on_row:
             on_row()

@@ -20,6 +20,8 @@ from mental_edge.io.lock import hold_output
 from mental_edge.io.readers import input_files, is_imhi_file, read_file, read_input
 from mental_edge.io.records import RecordWriter
 from mental_edge.prompt_format import FORMATS
+from mental_edge.report_html import write_page
+from mental_edge.report_runs import load_run
 from mental_edge.reports import build_report, render_table, save_report
 from mental_edge.runner import FIELDS, run_analysis
 from mental_edge.tasks import load_tasks
@@ -182,7 +184,7 @@ def analyze(
     "report_stem",
     default="eval-report",
     show_default=True,
-    help="Write the report to STEM.json and STEM.md.",
+    help="Write the report to STEM.json, STEM.md and STEM.html (the page needs the `report` extra).",
 )
 @analysis_options
 @sampling_options
@@ -214,6 +216,11 @@ def _eval(data_path, limit, explain, report_stem, max_tokens, free, prompt_forma
     json_path, md_path = save_report(report, report_stem)
     click.echo(render_table(report))
     click.echo(f"report written to {json_path} and {md_path}", err=True)
+    try:
+        write_page([load_run(json_path)], f"{report_stem}.html")
+        click.echo(f"page written to {report_stem}.html", err=True)
+    except MentalEdgeError as exc:  # matplotlib missing, say: the JSON and Markdown reports stand
+        click.echo(f"{report_stem}.html not written: {exc}", err=True)
 
 
 @main.command()

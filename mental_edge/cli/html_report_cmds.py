@@ -1,0 +1,45 @@
+"""`mental-edge report`: one self-contained HTML page for analyze or eval outputs (one run, or several compared)."""
+
+import click
+
+from mental_edge.cli import main
+from mental_edge.errors import MentalEdgeError
+from mental_edge.report_figures import require
+from mental_edge.report_html import write_page
+from mental_edge.report_runs import add_data, load_run
+from mental_edge.stats import RESAMPLES, SEED
+
+
+@main.command("report")
+@click.argument("results", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="The page to write (.html).")
+@click.option("--include-text", is_flag=True, help="Show the posts next to their explanations (read from --data).")
+@click.option(
+    "--data",
+    "data_path",
+    type=click.Path(dir_okay=False, exists=True),
+    default=None,
+    help="The input the run read (.csv/.jsonl/.txt), matched by id: for --include-text and --gold-column.",
+)
+@click.option(
+    "--gold-column",
+    default=None,
+    help="Gold labels from this column (of --data if given, else of the records). IMHI records carry `gold`.",
+)
+@click.option("--id-column", default=None, help="The id column of --data, as given to analyze.")
+@click.option("--resamples", type=click.IntRange(min=100), default=RESAMPLES, show_default=True)
+@click.option("--seed", type=int, default=SEED, show_default=True, help="Seed of the bootstrap resampling.")
+def report_command(results, output, include_text, data_path, gold_column, id_column, resamples, seed):
+    """Write one HTML page for RESULTS (records .jsonl/.csv, or eval .json); two or more runs are compared.
+
+    Figures, intervals and calibration are computed here; nothing is fetched or sent. Post text appears only
+    with --include-text.
+    """
+    require()  # one line naming the extra before any work
+    if include_text and data_path is None:
+        raise MentalEdgeError("--include-text reads the posts from the run's input: give it with --data FILE")
+    runs = [load_run(path, gold_column=None if data_path else gold_column) for path in results]
+    if data_path:
+        add_data(runs, data_path, text=include_text, gold_column=gold_column, id_column=id_column)
+    size = write_page(runs, output, include_text=include_text, resamples=resamples, seed=seed)
+    click.echo(f"report written to {output} ({size / 1e6:.2f} MB)", err=True)
