@@ -51,16 +51,8 @@ FLOORS: list[list[str]] = [
 
 # Open when this was written and fixed by their owners: remove an entry when its fix is in. A listed problem
 # makes its test an expected failure (once the rest is clean); a fixed one that is still listed no longer does.
-HUB = "hub engineer"
-KNOWN_CYCLES: dict[tuple[str, ...], str] = {
-    ("mental_edge.hub", "mental_edge.pull", "mental_edge.store"): HUB,
-    ("mental_edge.convert.vocab", "mental_edge.convert.vocab_tiktoken", "mental_edge.convert.vocab_unigram"): HUB,
-}
-KNOWN_PRIVATE: dict[tuple[str, str, str], str] = {  # (module, the module it reaches into, name)
-    ("mental_edge.convert.bart_ct2", "mental_edge.convert.checkpoint", "_read_config"): HUB,
-    ("mental_edge.convert.vocab_tiktoken", "mental_edge.convert.vocab", "_read_json"): HUB,
-    ("mental_edge.convert.vocab_unigram", "mental_edge.convert.vocab", "_add_spm_added_tokens"): HUB,
-}
+KNOWN_CYCLES: dict[tuple[str, ...], str] = {}  # the cycle's modules -> owner
+KNOWN_PRIVATE: dict[tuple[str, str, str], str] = {}  # (module, the module it reaches into, name) -> owner
 
 
 @dataclass(frozen=True)
