@@ -279,3 +279,59 @@ def test_pull_short_name_downloads_converts_quantizes_and_registers(smollm2_hf_c
     assert reader.get_field("llama.embedding_length").contents() == 64
     assert list(store.downloads_dir().iterdir()) == []  # the checkpoint is not kept
     assert "[1/" in result.output  # per-tensor progress
+
+
+# The real repos' file lists (field notes, "What the real repos hold"); tests/test_pull_real_repos.py pulls them.
+_LLAMA_13B = [f"pytorch_model-0000{k}-of-00006.bin" for k in range(1, 7)]
+_GLM_SHARDS = [f"model-{k:05d}-of-00010.safetensors" for k in range(1, 11)]
+_CARD = [".gitattributes", "README.md"]
+
+
+@pytest.mark.parametrize(
+    "files, fetched",
+    [
+        (  # klyang/MentaLLaMA-chat-13B
+            _CARD
+            + ["config.json", "generation_config.json", "pytorch_model.bin.index.json", *_LLAMA_13B]
+            + ["special_tokens_map.json", "tokenizer.model", "tokenizer_config.json"],
+            ["config.json", "generation_config.json", "tokenizer.model", "tokenizer_config.json"]
+            + ["special_tokens_map.json", "pytorch_model.bin.index.json", *_LLAMA_13B],
+        ),
+        (  # Tianlin668/MentalBART
+            _CARD
+            + ["config.json", "generation_config.json", "merges.txt", "pytorch_model.bin"]
+            + ["special_tokens_map.json", "tokenizer.json", "tokenizer_config.json", "trainer_state.json"]
+            + ["training_args.bin"],
+            ["config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json"]
+            + ["special_tokens_map.json", "merges.txt", "pytorch_model.bin"],
+        ),
+        (  # Tianlin668/MentalT5
+            _CARD + ["config.json", "pytorch_model.bin", "spiece.model"],
+            ["config.json", "spiece.model", "pytorch_model.bin"],
+        ),
+        (  # zwzzz/MentalGLM-chat
+            _CARD
+            + ["config.json", "configuration_chatglm.py", "added_tokens.json", "generation_config.json"]
+            + ["model.safetensors.index.json", *_GLM_SHARDS, "tokenization_chatglm.py", "tokenizer.model"]
+            + ["tokenizer_config.json"],
+            ["config.json", "generation_config.json", "tokenizer.model", "tokenizer_config.json"]
+            + ["added_tokens.json", "model.safetensors.index.json", *_GLM_SHARDS],
+        ),
+    ],
+)
+def test_real_repo_file_lists_fetch_only_data(files, fetched):
+    listing = hub.RepoListing("o/r", "0" * 40, tuple(files))
+    assert hub.checkpoint_files(listing) == fetched
+    assert hub.has_tokenizer(fetched)
+
+
+def test_a_repo_without_tokenizer_files_is_named_in_one_line():
+    listing = hub.RepoListing("zwzzz/MentalGLM", "0" * 40, ("config.json", "added_tokens.json", *_GLM_SHARDS))
+    assert not hub.has_tokenizer(hub.checkpoint_files(listing))
+    with pytest.raises(MentalEdgeError) as err:
+        hub.tokenizer_files(listing)
+    assert str(err.value) == (
+        "zwzzz/MentalGLM has no tokenizer files (looked for tokenizer.model, spiece.model, tokenizer.json, "
+        "vocab.json + merges.txt): give its base model's tokenizer with --tokenizer-from FOLDER|REPO"
+    )
+    assert hub.has_tokenizer(["vocab.json", "merges.txt"]) and not hub.has_tokenizer(["merges.txt"])
