@@ -44,7 +44,8 @@ def test_import_list_resolve_remove_real_model(smollm2_gguf, isolated_home):
     assert os.path.samefile(path, store.resolve_model(str(path)))
 
     table = run("models").output.splitlines()
-    assert table[0].split() == ["NAME", "ARCHITECTURE", "QUANT", "SIZE", "SHA256", "SOURCE", "REVISION"]
+    assert table[0].split() == ["NAME", "ARCHITECTURE", "QUANT", "SIZE", "SHA256", "SOURCE", "REVISION", "VERIFIED"]
+    assert table[1].split()[-1] == "-"  # never checked by pull --verify
     assert table[1].split()[:3] == ["smollm2", "llama", "Q4_1"] and expected_sha[:12] in table[1]
     assert run("models", "ls").output == run("models").output
 
