@@ -335,3 +335,24 @@ def test_a_repo_without_tokenizer_files_is_named_in_one_line():
         "vocab.json + merges.txt): give its base model's tokenizer with --tokenizer-from FOLDER|REPO"
     )
     assert hub.has_tokenizer(["vocab.json", "merges.txt"]) and not hub.has_tokenizer(["merges.txt"])
+
+
+def test_tokenizer_from_a_repo_fetches_only_its_tokenizer_files(monkeypatch, tmp_path):
+    files = {"tokenizer.model": b"spm", "tokenizer_config.json": b"{}", "config.json": b"{}", **NOT_NEEDED}
+    with HubStandIn({"base/model": FakeRepo(files), "no/tokenizer": FakeRepo({"config.json": b"{}"})}) as server:
+        go_online(monkeypatch, server.url)
+        said = []
+        folder = pull.tokenizer_folder("base/model", say=said.append)
+        assert server.served("base/model") == {"tokenizer.model", "tokenizer_config.json"}
+        assert said == [
+            f"taking the tokenizer of base/model at {server.repos['base/model'].sha[:12]}: "
+            "tokenizer.model, tokenizer_config.json"
+        ]
+        assert (folder / "tokenizer.model").read_bytes() == b"spm"
+        with pytest.raises(MentalEdgeError, match="no/tokenizer has no tokenizer files"):
+            pull.tokenizer_folder("no/tokenizer")
+    assert pull.tokenizer_folder(str(folder)) == folder  # a local folder is taken as it is
+    with pytest.raises(MentalEdgeError, match=f"{tmp_path} has no tokenizer files"):
+        pull.tokenizer_folder(str(tmp_path))
+    with pytest.raises(MentalEdgeError, match="neither a folder nor a hub repo id"):
+        pull.tokenizer_folder("./missing/folder/x")
