@@ -198,13 +198,17 @@ def _convert_checked(src: Path, dest: Path, outtype: str, quant: str, listing, s
         plain.unlink(missing_ok=True)
 
 
-def download_checkpoint(repo_id: str, revision: str | None = None) -> Path:
+def download_checkpoint(repo_id: str, revision: str | None = None, need_tokenizer: bool = True) -> Path:
     """Download only what converting `repo_id` needs into the store's downloads; returns the local folder (the
-    commit is in its name, and in the file hub.checkpoint_source reads)."""
+    commit is in its name, and in the file hub.checkpoint_source reads). A repo without tokenizer files is
+    refused before its weights are fetched unless `need_tokenizer` is false (one comes from elsewhere)."""
     listing = hub.list_repo(repo_id, revision)
     if hub.holds_only_gguf(listing):
         raise MentalEdgeError(f"{repo_id} holds GGUF files, not a checkpoint: 'mental-edge pull {repo_id}' fetches one")
-    folder = hub.download(listing, hub.checkpoint_files(listing), hub.download_folder(listing, downloads_dir()))
+    files = hub.checkpoint_files(listing)
+    if need_tokenizer and not hub.has_tokenizer(files):
+        raise hub.no_tokenizer_error(repo_id)
+    folder = hub.download(listing, files, hub.download_folder(listing, downloads_dir()))
     hub.write_checkpoint_source(folder, listing)
     return folder
 

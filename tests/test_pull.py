@@ -356,3 +356,15 @@ def test_tokenizer_from_a_repo_fetches_only_its_tokenizer_files(monkeypatch, tmp
         pull.tokenizer_folder(str(tmp_path))
     with pytest.raises(MentalEdgeError, match="neither a folder nor a hub repo id"):
         pull.tokenizer_folder("./missing/folder/x")
+
+
+def test_convert_of_a_hub_repo_without_tokenizer_is_refused_before_any_download(monkeypatch, tmp_path):
+    files = {"config.json": b"{}", "model.safetensors": b"weights", **_CARD_FILES}
+    with HubStandIn({"ft/no-tokenizer": FakeRepo(files)}) as server:
+        go_online(monkeypatch, server.url)
+        line = one_error_line(run("convert", "ft/no-tokenizer", "-o", str(tmp_path / "x.gguf")))
+    assert line.startswith("Error: ft/no-tokenizer has no tokenizer files") and "--tokenizer-from" in line
+    assert not [p for _, p in server.requests if "/resolve/" in p]
+
+
+_CARD_FILES = {name: b"card" for name in _CARD}

@@ -16,7 +16,7 @@ def _say(message: str) -> None:
     click.echo(message, err=True)
 
 
-def _checkpoint(src: str, revision: str | None) -> tuple[Path, str | None, str | None]:
+def _checkpoint(src: str, revision: str | None, need_tokenizer: bool) -> tuple[Path, str | None, str | None]:
     """(folder, hub repo id, revision): a local folder as is, anything else downloaded from the hub."""
     if Path(src).is_dir():
         return Path(src), None, revision
@@ -24,7 +24,7 @@ def _checkpoint(src: str, revision: str | None) -> tuple[Path, str | None, str |
         raise MentalEdgeError(f"{src}: no such checkpoint folder (and not a hub id such as klyang/MentaLLaMA-chat-7B)")
     from mental_edge import hub, pull
 
-    folder = pull.download_checkpoint(src, revision)
+    folder = pull.download_checkpoint(src, revision, need_tokenizer=need_tokenizer)
     repo, sha = hub.checkpoint_source(folder) or (src, revision)
     return folder, repo, sha
 
@@ -60,7 +60,7 @@ def convert(src, output, outtype, quant, revision, tokenizer_from):
         from mental_edge.pull import tokenizer_folder
 
         tokenizer = tokenizer_folder(tokenizer_from, say=_say)
-    folder, repo, revision = _checkpoint(src, revision)
+    folder, repo, revision = _checkpoint(src, revision, need_tokenizer=tokenizer is None)
     try:
         path = convert_checkpoint(
             folder,
