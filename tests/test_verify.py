@@ -222,7 +222,9 @@ def test_t5_conversion_passes_and_a_wrong_epsilon_fails(t5, imhi_dir):
 # ---------------------------------------------------------------- pull --verify
 
 
-def test_pull_verify_keeps_the_verdict_in_the_store_and_models_shows_it(smollm2_hf_checkpoint, imhi_dir, monkeypatch):
+def test_pull_verify_keeps_the_verdict_in_the_store_and_models_shows_it(
+    smollm2_hf_checkpoint, imhi_dir, monkeypatch, tmp_path
+):
     """Against the hub stand-in: a tiny LLaMA checkpoint downloaded, converted to f16, quantized to Q8_0; the f16
     checked against the checkpoint and the Q8_0 against the f16 before either is removed."""
     from hub_standin import FakeRepo, HubStandIn
@@ -248,7 +250,25 @@ def test_pull_verify_keeps_the_verdict_in_the_store_and_models_shows_it(smollm2_
     assert sorted(p.name for p in store.models_dir().iterdir()) == ["tiny-llama-q8_0.gguf"]  # and the f16 file
     listing = CliRunner().invoke(main, ["models"]).output.splitlines()
     assert listing[0].split()[-1] == "VERIFIED"
-    assert listing[1].split()[-2:] == ["yes" if check["verified"] else "NO", check["label_agreement"]]
+    shown = ["yes" if check["verified"] else "NO", check["label_agreement"]]
+    assert listing[1].split()[-2:] == shown
+    out = tmp_path / "out.jsonl"  # and the records of an analysis with it carry the verdict in their run
+    args = ["analyze", "-m", "tiny-llama", "--task", "DR", "--no-explain", "-o", str(out), "I cannot sleep."]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.read_text().splitlines()[0])["run"]["verified"] == " ".join(shown)
+
+
+def test_verify_loads_torch_only_when_it_checks_against_a_checkpoint():
+    """The CLI, verify and the runtime import no torch or transformers; verify_reference imports them lazily."""
+    import subprocess
+
+    code = (
+        "import sys, mental_edge.cli, mental_edge.verify, mental_edge.verify_reference, mental_edge.pull;"
+        "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 # ---------------------------------------------------------------- BART (CTranslate2)
