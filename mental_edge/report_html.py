@@ -17,7 +17,7 @@ from mental_edge import report_figures as figures
 from mental_edge.io.files import atomic_write_text
 from mental_edge.io.lock import hold_output
 from mental_edge.metrics import UNPARSED
-from mental_edge.report_runs import Run
+from mental_edge.report_runs import Run, name_runs
 from mental_edge.report_summary import IDS_SHOWN, Comparison, TaskSummary, compare_runs, summarise_run
 from mental_edge.stats import LEVEL, RESAMPLES, SEED
 
@@ -54,6 +54,7 @@ def write_page(runs: list[Run], output, **options) -> int:
 
 def render_report(runs: list[Run], *, include_text: bool = False, resamples: int = RESAMPLES, seed: int = SEED) -> str:
     """The whole page for `runs`; two or more are also compared, each against the first."""
+    name_runs(runs)
     summaries = [summarise_run(run, resamples=resamples, seed=seed) for run in runs]
     parts = [_head(runs, include_text)]
     if len(runs) > 1:

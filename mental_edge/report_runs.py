@@ -40,10 +40,18 @@ class Run:
     settings: dict  # the run info of the first record (model, sha256, quantization, engine settings)
     varying: list[str] = field(default_factory=list)  # settings that differ between records
     kind: str = "records"  # or "eval report"
+    label: str | None = None  # a shorter name for the page (see `name_runs`)
 
     @property
     def name(self) -> str:
-        return str(self.path)
+        return self.label or str(self.path)
+
+
+def name_runs(runs: list[Run]) -> None:
+    """Runs are named by their file names where those tell them apart, else by their paths as given."""
+    if len({run.path.name for run in runs}) == len(runs):
+        for run in runs:
+            run.label = run.path.name
 
 
 def load_run(path, gold_column: str | None = None) -> Run:

@@ -164,6 +164,10 @@ def test_gold_labels_from_a_column_of_the_input(fake_models, tmp_path):
     report(out, "-o", page, "--data", source, "--gold-column", "mine", "--id-column", "id")
     assert "Scored on 3 rows with gold labels" in page.read_text()
     one_line_error(run("report", out, "-o", page, "--data", source, "--gold-column", "nope"), str(source), "'nope'")
+    own = tmp_path / "own.jsonl"  # or a column of the records themselves
+    own.write_text("".join(json.dumps(dict(r, mine=g)) + "\n" for r, g in zip(records(out), ["yes", "no", "yes"])))
+    report(own, "-o", page, "--gold-column", "mine")
+    assert "Scored on 3 rows with gold labels" in page.read_text()
 
 
 def test_flagged_unparsed_and_truncated_rows_are_listed_by_id(fake_models, imhi_input, tmp_path):
