@@ -1,6 +1,8 @@
-"""Tokens decoded per post with the candidate answers as a token trie (engine/trie.py) against each answer read on
-its own, for all 16 English IMHI tasks on real DR posts, labels only and with explanations, one at a time and
-batched; with the largest difference in any label's log-probability between the two and whether any label changed.
+"""Tokens decoded per post before and after issue #12 items 1-2, for all 16 English IMHI tasks on real DR posts,
+labels only and with explanations, one at a time and batched: before, each candidate answer read on its own and
+each explanation reading its answer sentence again; after, the answers as a token trie (engine/trie.py) and the
+explanation going on from its answer's cells. With the largest difference in any label's log-probability between
+the two, and how many records differ at all (label, probabilities or explanation).
 
     python benchmarks/candidate_trie.py [--model PATH] [--posts N] [--max-tokens N] [--threads N] [--slots N] [--exact]
 
@@ -20,8 +22,9 @@ from mental_edge.tasks import load_tasks
 
 
 def run(engine, posts, tasks, share: bool, explain: bool, max_tokens: int):
-    """(decoded tokens, seconds, records) of one pass over the posts, from an empty cache."""
-    engine.share_candidates = share
+    """(decoded tokens, seconds, records) of one pass over the posts, from an empty cache; `share`: the trie and
+    the continued explanations, else neither."""
+    engine.share_candidates = engine.continue_answers = share
     engine.clear_cache()
     analyzer = Analyzer(engine, explain=explain, max_tokens=max_tokens)
     before, start = engine.decoded_tokens, time.perf_counter()
@@ -30,12 +33,12 @@ def run(engine, posts, tasks, share: bool, explain: bool, max_tokens: int):
 
 
 def worst_log_prob_gap(flat, trie) -> tuple[float, int]:
-    """Largest |difference| of a label probability's log, and how many records changed label."""
+    """Largest |difference| of a label probability's log, and how many records differ."""
     import math
 
     gap, changed = 0.0, 0
     for a, b in zip(flat, trie):
-        changed += a.label != b.label
+        changed += (a.label, a.probabilities, a.explanation) != (b.label, b.probabilities, b.explanation)
         for label, p in a.probabilities.items():
             gap = max(gap, abs(math.log(p) - math.log(b.probabilities[label])))
     return gap, changed
@@ -66,7 +69,7 @@ def main() -> None:
             print(
                 f"{mode}: tokens decoded per post {flat[0] / len(posts):.0f} -> {trie[0] / len(posts):.0f}, "
                 f"{flat[1]:.1f} s -> {trie[1]:.1f} s; worst label log-probability difference {gap:.2g}, "
-                f"labels changed {changed}/{len(trie[2])}"
+                f"records differing {changed}/{len(trie[2])}"
             )
         engine.close()
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import llama_cpp
@@ -52,9 +53,21 @@ CPU_UBATCH = 32
 CPU_VALUE_TYPE = GGMLQuantizationType.BF16
 
 
+@dataclass
+class _KeptAnswers:
+    """The last scoring's answers, left in their sequences for a prompt that continues one of them (`_ingest`)."""
+
+    start: int  # the position they start at (the scored prompt's length)
+    paths: list[tuple[tuple[int, ...], int]]  # each answer's decoded tokens (all but its last) and its sequence
+    cells: int  # cells they hold
+    held: bool = False  # one was taken into sequence 0; the cells of the rest are held by `retired_seq`
+
+
 class LlamaEngine(LlamaCppEngine):
     share_candidates = True  # candidate answers decoded as a token trie (False: each on its own, for comparison)
+    continue_answers = True  # a follow-up prompt continues its answer's scored cells (False: reads it again)
     decoded_tokens = 0  # tokens fed to llama_decode so far (the trie's saving is counted in these)
+    _kept: _KeptAnswers | None = None
 
     def __init__(
         self,
@@ -201,9 +214,11 @@ class LlamaEngine(LlamaCppEngine):
     def _forget(self) -> None:
         self._ctx.kv_cache_clear()
         self._cached = []
+        self._kept = None
 
-    def _ingest(self, tokens: Sequence[int]) -> int:
-        """Make sequence 0 hold exactly `tokens`, with the last token's logits ready. Returns tokens reused."""
+    def _ingest(self, tokens: Sequence[int], extra: int = 0) -> int:
+        """Make sequence 0 hold exactly `tokens`, with the last token's logits ready; `extra`: cells the caller
+        places after them (scored answers, generated tokens). Returns tokens reused."""
         if not tokens:
             raise MentalEdgeError("empty prompt: nothing to evaluate")
         if len(tokens) > self.n_ctx:
@@ -213,6 +228,7 @@ class LlamaEngine(LlamaCppEngine):
         limit = min(len(self._cached), max(len(tokens) - 2, 0))
         while keep < limit and self._cached[keep] == tokens[keep]:
             keep += 1
+        keep = self._settle_kept(tokens, keep, extra)
         self._ctx.kv_cache_seq_rm(0, keep, -1)
         del self._cached[keep:]
         try:
@@ -222,6 +238,39 @@ class LlamaEngine(LlamaCppEngine):
             raise
         self._cached.extend(tokens[keep:])
         return keep
+
+    def _settle_kept(self, tokens: Sequence[int], keep: int, extra: int) -> int:
+        """Before sequence 0 is cut to `keep`: take in the kept answer `tokens` go on with (its cells become
+        sequence 0's, so the sentence is not read again), or let the kept cells go. They are freed only once no
+        cell of sequence 0 lies above them: llama.cpp places new tokens in the lowest free cells and sums a
+        sequence's cells in cell order, so sequence 0's cells stay in position order (see llama_batch)."""
+        kept = self._kept
+        if kept is None:
+            return keep
+        if not kept.held and self.continue_answers and keep == kept.start == len(self._cached):
+            path, seq = max(
+                ((p, q) for p, q in kept.paths if list(tokens[keep : keep + len(p)]) == list(p)),
+                key=lambda pq: len(pq[0]),
+                default=((), -1),
+            )
+            fits = len(tokens) + extra + kept.cells - len(path) <= self.n_cells
+            if path and keep + len(path) <= len(tokens) - 2 and fits:
+                self._ctx.kv_cache_seq_cp(seq, 0, keep, -1)
+                self._cached.extend(path)
+                for _, other in kept.paths:
+                    self._ctx.kv_cache_seq_cp(other, self.retired_seq, kept.start, -1)
+                    self._ctx.kv_cache_seq_rm(other, -1, -1)
+                kept.held, kept.cells = True, kept.cells - len(path)
+                return keep + len(path)
+        if kept.held and keep > kept.start and len(tokens) + extra + kept.cells <= self.n_cells:
+            return keep
+        self._release_kept()
+        return min(keep, kept.start)
+
+    def _release_kept(self) -> None:
+        kept, self._kept = self._kept, None
+        for seq in [self.retired_seq] if kept.held else [q for _, q in kept.paths]:
+            self._ctx.kv_cache_seq_rm(seq, -1, -1)
 
     # -- the batch interface --------------------------------------------------------------------
     # What `llama_batch.Batcher` drives the engine through, besides `log_probs`, `new_sampler`, `token_bytes`,
@@ -277,11 +326,13 @@ class LlamaEngine(LlamaCppEngine):
             raise ContextOverflow(
                 f"prompt and answer need {len(prompt) + longest} tokens; the context holds {self.n_ctx}"
             )
-        self._ingest(prompt)
+        self._ingest(prompt, extra=min(self.n_batch, len(build_trie(continuations, share=self.share_candidates))))
         first = self.log_probs(self._last)
         scores = [float(first[c[0]]) if c else 0.0 for c in continuations]
-        for group in self._score_groups(continuations, room=min(self.n_batch, self.n_cells - len(prompt))):
-            self._score_group(len(prompt), group, continuations, scores)
+        held = self._kept.cells if self._kept is not None else 0
+        groups = list(self._score_groups(continuations, room=min(self.n_batch, self.n_cells - len(prompt) - held)))
+        for group in groups:
+            self._score_group(len(prompt), group, continuations, scores, keep=len(groups) == 1)
         return scores
 
     def prompt_logits(self, tokens: Sequence[int]) -> np.ndarray:
@@ -316,9 +367,10 @@ class LlamaEngine(LlamaCppEngine):
         if group:
             yield group
 
-    def _score_group(self, n_prompt: int, group: list[int], continuations, scores: list[float]) -> None:
+    def _score_group(self, n_prompt: int, group: list[int], continuations, scores: list[float], keep: bool) -> None:
         """The group's answers as a token trie (engine/trie.py): sequence k + 1 is answer group[k], on a copy of
-        the prompt's cells; a token several answers share is one row in all their sequences."""
+        the prompt's cells; a token several answers share is one row in all their sequences. `keep`: leave them
+        there for a follow-up prompt that continues one (`_settle_kept`)."""
         answers = [continuations[i] for i in group]
         trie = build_trie(answers, share=self.share_candidates)
         for k in range(len(group)):
@@ -332,6 +384,9 @@ class LlamaEngine(LlamaCppEngine):
             totals = path_scores(trie, answers, [scores[i] for i in group], self.log_probs)
             for i, total in zip(group, totals):
                 scores[i] = total
+            if keep and self.continue_answers:
+                paths = [(tuple(a[:-1]), k + 1) for k, a in enumerate(answers)]
+                self._kept, group = _KeptAnswers(n_prompt, paths, len(trie)), []
         finally:
             for k in range(len(group)):
                 self._ctx.kv_cache_seq_rm(k + 1, -1, -1)
@@ -345,7 +400,7 @@ class LlamaEngine(LlamaCppEngine):
 
     def _stream(self, prompt, max_tokens, sampling, stop, gen: Generation) -> Iterator[str]:
         gen.prompt_tokens = len(prompt)
-        gen.reused_tokens = self._ingest(prompt)
+        gen.reused_tokens = self._ingest(prompt, extra=max_tokens)
         yield from self._answer(max_tokens, sampling, stop, gen)
 
     def _append(self, token: int) -> None:

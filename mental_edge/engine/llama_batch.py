@@ -295,13 +295,15 @@ class Batcher:
         totals = path_scores(scoring.trie, answers, starts, lambda node: self.e.log_probs(base + node))
         for i, total in zip(scoring.which, totals):
             slot.scores[i] = total
+        done = self._follow(slot, None, scoring)
         for seq in scoring.seqs:
             self._retire(seq, 0)
-        return self._follow(slot, None)
+        return done
 
-    def _follow(self, slot: _Slot, at: int | None) -> bool:
+    def _follow(self, slot: _Slot, at: int | None, scoring: _Scoring | None = None) -> bool:
         """Scores are in: go on to the follow-up prompt, or finish. `at`: where the cached prompt's logits sit,
-        if they are still in the batch (a follow-up prompt equal to the prompt is then not read again)."""
+        if they are still in the batch (a follow-up prompt equal to the prompt is then not read again);
+        `scoring`: the answers just scored, whose cells the follow-up prompt may go on from."""
         req = slot.req
         if req.follow is None:
             return True
@@ -311,9 +313,27 @@ class Batcher:
         if at is not None and prompt == slot.tokens:
             self._start_generating(slot)
             return self._sample(slot, at)
+        if scoring is not None and self.e.continue_answers:
+            self._take_answer(slot, prompt, scoring)
         self._load_prefix(slot, prompt)
         slot.phase = "ingest"
         return False
+
+    def _take_answer(self, slot: _Slot, prompt: list[int], scoring: _Scoring) -> None:
+        """When `prompt` goes on with one of the answers just scored ("<answer> Reasoning:"), that answer's cells
+        become the slot's, so the sentence is not read again. They were placed after every cell the slot holds
+        (no cell is freed within a run), so its cells stay in position order."""
+        n = len(slot.tokens)
+        if prompt[:n] != slot.tokens:
+            return
+        best: tuple[list[int], int] = ([], -1)
+        for k, i in enumerate(scoring.which):
+            path = list(slot.req.candidates[i][:-1])
+            if len(path) > len(best[0]) and prompt[n : n + len(path)] == path and n + len(path) < len(prompt):
+                best = (path, scoring.seqs[k])
+        if best[0]:
+            self.e.copy_cells(best[1], slot.seq, n, -1)
+            slot.tokens.extend(best[0])
 
     def _sample(self, slot: _Slot, at: int) -> bool:
         req = slot.req
