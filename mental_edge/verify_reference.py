@@ -114,7 +114,7 @@ class Reference:
         auto = AutoModelForCausalLM if self.kind == "causal" else AutoModelForSeq2SeqLM
         try:
             return auto.from_pretrained(self.folder, dtype=self._dtype, trust_remote_code=False)
-        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        except Exception as exc:  # transformers, safetensors and torch each raise their own kinds
             raise MentalEdgeError(f"{self.folder}: transformers could not load it ({_first_line(exc)})") from None
 
     def close(self) -> None:
