@@ -28,7 +28,7 @@ SOURCES = {"mental_edge": ROOT / "mental_edge", "mental_edge.convert": ROOT / "c
 FLOORS: list[list[str]] = [
     ["cli", "__main__"],
     ["chat", "serve", "distributed", "verify"],
-    ["runner", "analysis", "pull", "doctor", "chat_input", "care", "verify_reference"],
+    ["runner", "analysis", "pull", "doctor", "chat_input", "care", "verify_reference", "verify_figures"],
     [
         "store",
         "hub",
