@@ -54,6 +54,7 @@ class _Slot:
     stream: StopText | None = None  # the answer's text, stop strings held back
     generated: int = 0
     text: list[str] = field(default_factory=list)
+    logprobs: list = field(default_factory=list)  # TokenLogprob per generated token, when the sampling asks
     finish_reason: str | None = None
 
 
@@ -171,7 +172,7 @@ class Batcher:
         slot = max(idle, key=lambda s: _common(s.tokens, req.prompt))
         self._load_prefix(slot, req.prompt)
         slot.req, slot.need, slot.placed, slot.phase = req, need, 0, "ingest"
-        slot.generated, slot.text, slot.scores = 0, [], None
+        slot.generated, slot.text, slot.scores, slot.logprobs = 0, [], None, []
 
     def _load_prefix(self, slot: _Slot, prompt: list[int]) -> None:
         """Keep or copy the longest cached prefix of `prompt`; queue the rest (at least the last token)."""
@@ -351,6 +352,10 @@ class Batcher:
             slot.finish_reason = "stop"
             return True
         slot.generated += 1
+        if req.sampling.logprobs is not None:  # the row's logits are still those the token was sampled from
+            slot.logprobs.append(self.e.token_logprob(at, token, req.sampling.logprobs))
+            if req.on_token is not None:
+                req.on_token(slot.logprobs[-1])
         out = slot.stream.feed(self.e.token_bytes(token))
         slot.text.append(out)
         if out and req.on_text is not None:
@@ -371,7 +376,7 @@ class Batcher:
             slot.text.append(rest)
             if rest and req.on_text is not None:
                 req.on_text(rest)
-        result = Result(req, slot.scores or [], "".join(slot.text), slot.finish_reason, slot.generated)
+        result = Result(req, slot.scores or [], "".join(slot.text), slot.finish_reason, slot.generated, slot.logprobs)
         if slot.sampler is not None:
             slot.sampler.close()
         slot.req, slot.sampler, slot.stream, slot.phase, slot.pending = None, None, None, "idle", []
