@@ -14,7 +14,9 @@ import stat
 import pytest
 from click.testing import CliRunner
 from fake_engine import BOS, CONTROLS, ENGINE_NAME, FakeEngine, expected, expected_explanation
+from gguf_tiny import write_tiny_gguf
 
+from mental_edge import store
 from mental_edge.cli import main
 from mental_edge.io.readers import read_file
 from mental_edge.runner import FIELDS
@@ -172,6 +174,28 @@ def test_a_long_post_is_cut_in_the_middle_to_fit_the_context_and_flagged(fake_mo
     assert record["flags"] == ["truncated"] and record["label"] in DR.labels
     (_, text, tokens) = fake_models.last.calls[0]
     assert len(tokens) < 128 and " [...] " in text and "word0 " in text and "word399" in text
+
+
+def test_a_store_name_or_the_stores_only_model_opens_that_file(fake_models, tmp_path):
+    entry = store.import_model(write_tiny_gguf(tmp_path / "tiny.gguf"), name="tiny")
+    by_name = run("analyze", "-m", "tiny", "--task", "DR", "--no-explain", "-o", tmp_path / "a.jsonl", POSTS[0])
+    default = run("analyze", "--task", "DR", "--no-explain", "-o", tmp_path / "b.jsonl", POSTS[0])
+    assert by_name.exit_code == 0 and default.exit_code == 0, by_name.output + default.output
+    assert [e.info.path for e in fake_models.engines] == [store.model_path(entry)] * 2
+    for out in ("a.jsonl", "b.jsonl"):
+        (record,) = records_of(tmp_path / out)
+        assert record["run"]["model"] == "tiny" and record["run"]["model_sha256"] == entry.sha256
+
+
+def test_sequential_and_batched_runs_write_the_same_records(fake_models, tmp_path):
+    path, _, _ = _write_input(tmp_path, ".txt")
+    args = ["analyze", "-m", fake_models.path, "--task", "DR", "--task", "SAD", "--max-tokens", "8", "-i", path]
+    assert run(*args, "-o", tmp_path / "one.jsonl", "--sequential").exit_code == 0
+    assert run(*args, "-o", tmp_path / "many.jsonl", "--slots", "3").exit_code == 0
+    one, many = records_of(tmp_path / "one.jsonl"), records_of(tmp_path / "many.jsonl")
+    assert [e.slots for e in fake_models.engines] == [1, 3] and fake_models.last.peak_in_flight == 3
+    assert [r["run"].pop("slots") for r in one + many] == [1] * len(one) + [3] * len(many)
+    assert one == many and [(r["id"], r["task"]) for r in one][:3] == [("1", "DR"), ("1", "SAD"), ("2", "DR")]
 
 
 # -- resume -----------------------------------------------------------------------------------------------
