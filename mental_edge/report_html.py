@@ -28,7 +28,7 @@ STYLE = """
 body{font:14px/1.45 system-ui,sans-serif;margin:0 auto;max-width:1100px;padding:1em 2em;color:#222}
 h1{font-size:1.5em}h2{border-bottom:2px solid #4c72b0;padding-bottom:.2em;margin-top:2em}h3{margin-top:1.5em}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.2em .6em;text-align:left}
-td.n{text-align:right;font-variant-numeric:tabular-nums}th{background:#f3f5f9}
+td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}th{background:#f3f5f9}
 .figs{display:flex;flex-wrap:wrap;gap:1em;align-items:flex-start}figure{margin:0}
 figure svg{max-width:100%;height:auto}.note{background:#fff4d6;border-left:4px solid #e0a800;padding:.3em .8em}
 .ids{font-family:monospace;word-break:break-all}.muted{color:#666}code{font-size:.92em}

@@ -193,11 +193,14 @@ def test_what_is_not_mental_edge_output_is_one_line_naming_the_file(imhi_input, 
     empty.write_text("")
     other = tmp_path / "other.jsonl"
     other.write_text('{"text": "a post"}\n')
+    not_a_report = tmp_path / "other.json"
+    not_a_report.write_text('{"text": "a post"}\n')
     for path, words in (
         (imhi_input, ["line 2", "'id'"]),
         (junk, ["line 1", "not JSON"]),
         (empty, ["no records"]),
         (other, ["line 1", "'id'"]),
+        (not_a_report, ["not an eval report"]),
         (tmp_path / "missing.jsonl", ["no such file"]),
         (tmp_path / "notes.txt", ["no such file"]),
     ):
@@ -264,6 +267,11 @@ def test_eval_writes_the_html_page_and_intervals_and_compare_prints_them(fake_mo
     result = run("compare", stems[0].with_suffix(".json"), stems[1].with_suffix(".json"))
     assert result.exit_code == 0, result.output
     assert re.search(r"DR .*[-+]\d\.\d{4} \[[-+]\d\.\d{4}, [-+]\d\.\d{4}\]", result.output), result.output
+    same = run("compare", stems[0].with_suffix(".json"), stems[0].with_suffix(".json"))
+    paired = same.output.split("Paired bootstrap intervals (1000 resamples of the shared rows, seed 0):")[1]
+    for task in ("DR", "CAMS"):
+        line = next(line for line in paired.splitlines() if line.startswith(task))
+        assert line.split()[1:] == ["+0.0000", "[+0.0000,", "+0.0000]"] * 3 + [str(ROWS_PER_TASK)], line
     page = tmp_path / "from-eval.html"
     report(stems[0].with_suffix(".json"), stems[1].with_suffix(".json"), "-o", page)
     assert "DR" in page.read_text() and 'data-name="confusion matrix"' in page.read_text()
