@@ -1,5 +1,7 @@
 """Candidate answers as a token trie (engine/trie.py): the layout on its own, then on the real SmolLM2 model and
-IMHI rows of every English task (CAMS, SAD and swmh with two posts each), one at a time and batched.
+IMHI rows of every English task (CAMS, SAD and swmh with two posts each; tasks without an IMHI test file of their
+own here, such as swmh, on DR's posts), one at a time and batched; and explanations that go on from their answer's
+scored cells against ones that read the answer sentence again.
 
 Tolerance: none with the exact settings. A llama.cpp row's logits depend on its token, its position and the cells
 it attends to (summed in cell order); with the exact settings (micro-batches of 32, paired output rows, bf16

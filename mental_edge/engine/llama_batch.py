@@ -2,8 +2,10 @@
 
 Each step builds one batch holding, for every busy slot, either the next chunk of its prompt or the next token
 of its answer, plus the candidate answers of slots being scored (each on a copy of its slot's prompt cache, so
-the prompt is read once). A new request is admitted as soon as a slot and room in the cache are free, and
-starts from the longest prefix any slot already holds (the tasks of one post share the post).
+the prompt is read once; as a token trie, engine/trie.py, so the words answers share are read once too). A
+follow-up prompt that goes on with one of the answers just scored takes that answer's cells (`_take_answer`).
+A new request is admitted as soon as a slot and room in the cache are free, and starts from the longest prefix
+any slot already holds (the tasks of one post share the post).
 
 On a CPU the gain comes from generation: one pass over the weights serves every slot's next token.
 
