@@ -217,6 +217,16 @@ def test_without_matplotlib_the_command_says_what_to_install(fake_models, tmp_pa
     one_line_error(run("report", out, "-o", tmp_path / "r.html"), "pip install 'mental-edge[report]'")
 
 
+def test_eval_without_matplotlib_still_writes_its_reports_and_says_what_to_install(fake_models, imhi_input, tmp_path,
+                                                                                   monkeypatch):  # fmt: skip
+    monkeypatch.setitem(__import__("sys").modules, "matplotlib", None)
+    result = run("eval", "-m", fake_models.path, "--data", imhi_input, "--limit", "5", "--report", tmp_path / "r")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "r.json").exists() and (tmp_path / "r.md").exists() and not (tmp_path / "r.html").exists()
+    (line,) = [line for line in result.output.splitlines() if "r.html not written" in line]
+    assert "pip install 'mental-edge[report]'" in line
+
+
 # -- several runs -------------------------------------------------------------------------------------------
 
 
