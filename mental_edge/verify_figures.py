@@ -22,6 +22,8 @@ from mental_edge.engine import Seq2SeqPrompt
 from mental_edge.errors import MentalEdgeError
 
 KEEP = 64  # logits kept per position of the model file
+# Below this top-1 agreement the two are not the same model: even Q2_K keeps the best token at most positions.
+NOT_A_CONVERSION = 0.5
 
 Say = Callable[[str], None]
 
@@ -151,6 +153,8 @@ class Report:
 
     def verdict(self) -> str:
         head = "PASS" if self.passed else "FAIL: " + "; ".join(self.failed)
+        if self.figures.top1 < NOT_A_CONVERSION:
+            head += " - the model file does not behave as a conversion of this reference (or a badly broken one)"
         return f"verdict: {head} (thresholds: {self.thresholds.describe()})"
 
     def summary(self) -> dict:

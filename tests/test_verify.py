@@ -186,6 +186,19 @@ def test_glm_conversions_pass_in_both_layouts(glm, layout, imhi_dir):
     assert not (glm["remote"] / glm_tiny.MARKER).exists()  # no checkpoint code ran
 
 
+def test_glm_file_of_other_weights_is_said_to_be_no_conversion_of_the_reference(glm, imhi_dir, tmp_path):
+    """Same layout, shapes and vocabulary, other weights (another seed)."""
+    from safetensors.torch import save_file
+    from transformers import GlmConfig
+
+    other = shutil.copytree(glm["native"], tmp_path / "other")
+    sd = glm_tiny.native_state_dict(GlmConfig.from_pretrained(other), seed=7)
+    save_file({k: v.contiguous() for k, v in sd.items()}, other / "model.safetensors")
+    result = verify(glm["native.gguf"], "--reference", other, "--data", imhi_dir, *ROWS)
+    assert result.exit_code == 1, result.output
+    assert "does not behave as a conversion of this reference" in result.output.splitlines()[-1]
+
+
 def test_glm_with_a_wrong_rms_epsilon_fails(glm, imhi_dir):
     result = verify(glm["wrong-eps.gguf"], "--reference", glm["remote"], "--data", imhi_dir, *ROWS)
     assert result.exit_code == 1, result.output
