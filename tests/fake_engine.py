@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from mental_edge.engine import Engine, Generation, ModelInfo, Sampling, Segment, Seq2SeqPrompt
+from mental_edge.engine import Engine, Generation, ModelInfo, Sampling, Segment, Seq2SeqPrompt, TokenLogprob
 from mental_edge.engine.base import IDLE, Request, Result
 from mental_edge.errors import MentalEdgeError
 
@@ -47,6 +47,7 @@ PIECE = re.compile(r"\s*\S+|\s+")  # a word with the whitespace before it; trail
 _CONTROL = re.compile("|".join(re.escape(text) for text in sorted(CONTROLS, key=len, reverse=True)))
 _PIECES: dict[int, str] = {}  # id -> text of every plain piece seen (ids are hashes: the same in every instance)
 ENGINE_NAME = "fake (tests/fake_engine.py)"
+CONTROL_TEXT_MARKED = "\x01</s>\x01"  # the end token as the fake model reads it
 END_PENALTY = 1.0  # makes answers a few dozen words long on average
 
 
@@ -99,6 +100,8 @@ class FakeEngine(Engine):
     `fail_after=N` raises KeyboardInterrupt at the N+1th request, as a Ctrl-C in the middle of a run.
     `salt` makes another model (other scores, other text). `calls` logs ("score" | "generate", the prompt's plain
     text, its tokens) in order, for tests to see what the model was fed."""
+
+    features = frozenset({"logprobs"})  # Sampling.logprobs: each generated token's log-probability and the top
 
     def __init__(
         self,
@@ -217,14 +220,27 @@ class FakeEngine(Engine):
 
     def next_token(self, context: str, sampling: Sampling, step: int) -> int:
         """The most probable of WORDS and the end token; a sampled step adds seeded noise."""
-        options = [*WORDS, "\x01</s>\x01"]
+        options = self.step_logprobs(context)
 
-        def weight(piece: str) -> float:
-            noise = 0.0 if sampling.greedy else sampling.temperature * logprob(f"{sampling.seed}:{step}", piece)
-            return logprob(context, piece, self.salt) + noise - (END_PENALTY if piece == options[-1] else 0.0)
+        def weight(token: int) -> float:
+            if sampling.greedy:
+                return options[token]
+            return options[token] + sampling.temperature * logprob(
+                f"{sampling.seed}:{step}", self.context_text([token])
+            )
 
-        best = max(options, key=weight)
-        return EOS if best == options[-1] else piece_id(best)
+        return max(options, key=weight)
+
+    def step_logprobs(self, context: str) -> dict[int, float]:
+        """The fake model's log-probability of each token it can generate after `context` (WORDS and the end)."""
+        options = {piece_id(w): logprob(context, w, self.salt) for w in WORDS}
+        options[EOS] = logprob(context, CONTROL_TEXT_MARKED, self.salt) - END_PENALTY
+        return options
+
+    def token_logprob(self, context: str, token: int, top: int) -> TokenLogprob:
+        options = self.step_logprobs(context)
+        best = sorted(options.items(), key=lambda kv: -kv[1])[:top]
+        return TokenLogprob(token, options[token], tuple(best))
 
     def batch_runner(self):
         return FakeBatcher(self) if self.slots > 1 else None
@@ -269,6 +285,8 @@ class FakeGeneration(Generation):
             if engine.is_end(token):
                 self.finish_reason = "stop"
                 break
+            if sampling.logprobs is not None:
+                self.logprobs.append(engine.token_logprob(context, token, sampling.logprobs))
             self.generated_tokens += 1
             piece = engine.context_text([token])
             context += piece

@@ -83,3 +83,17 @@ def test_run_requests_gives_each_request_its_own_result_as_run_one_does(engine):
         assert results[n].scores == pytest.approx(alone.scores, abs=1e-4) and len(alone.scores) == 2
         assert results[n].text == alone.text and results[n].generated_tokens == alone.generated_tokens
         assert results[n].finish_reason == alone.finish_reason in ("stop", "length")
+
+
+def test_logprobs_name_each_generated_token_with_the_greedy_one_on_top(engine):
+    assert "logprobs" in engine.features
+    prompt = engine.encode(PromptText((Segment(PROMPT),)))
+    plain = engine.generate(prompt, max_tokens=5)
+    text = plain.text()
+    gen = engine.generate(prompt, max_tokens=5, sampling=Sampling(logprobs=3))
+    assert gen.text() == text and len(gen.logprobs) == gen.generated_tokens == plain.generated_tokens
+    for record in gen.logprobs:
+        assert len(record.top) == 3 and record.top[0] == (record.token, pytest.approx(record.logprob, abs=1e-4))
+        assert [lp for _, lp in record.top] == sorted((lp for _, lp in record.top), reverse=True)
+        assert record.logprob <= 0
+    assert engine.detokenize([r.token for r in gen.logprobs]) == text
