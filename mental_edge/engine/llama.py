@@ -331,8 +331,8 @@ class LlamaEngine(LlamaCppEngine):
         scores = [float(first[c[0]]) if c else 0.0 for c in continuations]
         held = self._kept.cells if self._kept is not None else 0
         groups = list(self._score_groups(continuations, room=min(self.n_batch, self.n_cells - len(prompt) - held)))
-        for group in groups:
-            self._score_group(len(prompt), group, continuations, scores, keep=len(groups) == 1)
+        for group in groups:  # answers are kept for a follow-up unless older kept cells still stand below them
+            self._score_group(len(prompt), group, continuations, scores, keep=len(groups) == 1 and held == 0)
         return scores
 
     def prompt_logits(self, tokens: Sequence[int]) -> np.ndarray:
