@@ -275,7 +275,7 @@ def test_models_health_and_the_openapi_description(server):
         ("/v1/analyze", {"posts": ["x"], "tasks": ["DR"]}, {"Authorization": "Bearer wrong"}, 401),
         ("/v1/models", None, {"Authorization": f"Basic {KEY}"}, 401),
         ("/v1/chat/completions", {"messages": [{"role": "robot", "content": "hi"}]}, AUTH, 422),
-        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "n": 2}, AUTH, 422),
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "n": 2}, AUTH, 400),  # named
         ("/v1/chat/completions", {"messages": [{"role": "user", "content": "\ud800"}]}, AUTH, 400),
         ("/v1/completions", {"prompt": "word " * 600}, AUTH, 400),  # more tokens than the context
         ("/v1/completions", {"prompt": "hi", "stop": ["a", "b", "c", "d", "e"]}, AUTH, 400),

@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import time
-import uuid
 
 from fastapi import APIRouter
 from fastapi import Request as HttpRequest
@@ -16,18 +14,19 @@ from sse_starlette.sse import EventSourceResponse
 
 from mental_edge.analysis import Analyzer
 from mental_edge.chat_format import Message, chat_format_for
-from mental_edge.engine import PromptText, Request, Segment
+from mental_edge.engine import PromptText, Request, Sampling, Segment
 from mental_edge.families import family_for
 from mental_edge.io.readers import make_row  # the readers' own row rules: empty posts flagged, ids printable
 from mental_edge.runner import run_analysis
 from mental_edge.serve.errors import ApiError
+from mental_edge.serve.logprobs import TokenLog
 from mental_edge.serve.schemas import AnalyzeRequest, ChatRequest, CompletionRequest, Post
+from mental_edge.serve.shapes import Shape
 from mental_edge.serve.worker import SharedEngine, TimedOut
 from mental_edge.tasks import load_tasks
 
 router = APIRouter(prefix="/v1")
 _SURROGATE = re.compile("[\ud800-\udfff]")
-FINISH = {"stop": "stop", "length": "length", "context": "length", "cancelled": "stop"}
 
 
 @router.post("/analyze")
@@ -62,25 +61,27 @@ async def chat_completions(body: ChatRequest, http: HttpRequest):
     """OpenAI-compatible chat, laid out by the model's own chat template (message text never becomes a
     control token)."""
     settings = http.app.state.settings
-    for i, m in enumerate(body.messages):
-        _check_length(m.content, f"messages[{i}].content", settings.max_post_chars)
     engine = http.app.state.worker.engine
+    sampling = await _sampling(body, engine)
+    for i, m in enumerate(body.messages):
+        _check_length(m.text(), f"messages[{i}].content", settings.max_post_chars)
     fmt = _chat_format(http)
-    messages = [Message(m.role, m.content) for m in body.messages]
+    messages = [Message(m.role, m.text()) for m in body.messages]
     prompt = await run_in_threadpool(fmt.tokens, engine, messages)
-    req = _generation(engine, prompt, body.max_tokens, body, stop=body.stops() + tuple(fmt.stop))
-    return await _respond(http, req, body.stream, "chat.completion", engine.info.name)
+    req = _generation(engine, prompt, body, sampling, stop=body.stops() + tuple(fmt.stop))
+    return await _respond(http, req, body, "chat.completion")
 
 
 @router.post("/completions")
 async def completions(body: CompletionRequest, http: HttpRequest):
     """OpenAI-compatible raw completion of the prompt (BOS as the model file says, no template), as
     `mental-edge generate`."""
-    _check_length(body.prompt, "prompt", http.app.state.settings.max_post_chars)
     engine = http.app.state.worker.engine
+    sampling = await _sampling(body, engine)
+    _check_length(body.prompt, "prompt", http.app.state.settings.max_post_chars)
     prompt = await run_in_threadpool(engine.encode, PromptText((Segment(body.prompt),)))  # as `generate` frames it
-    req = _generation(engine, prompt, body.max_tokens, body, stop=body.stops())
-    return await _respond(http, req, body.stream, "text_completion", engine.info.name)
+    req = _generation(engine, prompt, body, sampling, stop=body.stops())
+    return await _respond(http, req, body, "text_completion", prompt_chars=len(body.prompt))
 
 
 # -- helpers ----------------------------------------------------------------------------------------
@@ -107,13 +108,36 @@ def _chat_format(http):
     return state.chat_format
 
 
-def _generation(engine, prompt: list[int], max_tokens: int | None, body, stop) -> Request:
+async def _sampling(body, engine) -> Sampling:
+    """The request's sampling, once every field it sent is one this server and engine honour (else 400 naming
+    the field). A JSON schema becomes a grammar here (in a worker thread: a large one takes a moment)."""
+    refusal = body.refusal()
+    if refusal:
+        raise ApiError(400, refusal)
+    sampling = await run_in_threadpool(body.sampling)
+    wanted = {
+        "logprobs": sampling.logprobs is not None,
+        "grammar": sampling.grammar is not None,
+        "penalties": bool(sampling.frequency_penalty or sampling.presence_penalty),
+    }
+    fields = {"logprobs": "logprobs", "grammar": "response_format", "penalties": "frequency_penalty"}
+    for feature, asked in wanted.items():
+        if asked and feature not in engine.features:
+            field = fields[feature]
+            if feature == "penalties" and not body.frequency_penalty:
+                field = "presence_penalty"
+            raise ApiError(400, f"{field}: not supported by this model's engine ({engine.info.engine})")
+    return sampling
+
+
+def _generation(engine, prompt: list[int], body, sampling: Sampling, stop) -> Request:
     """A request that reads the prompt and generates (no candidates; the follow-up prompt is the prompt)."""
     if len(prompt) >= engine.n_ctx:
         raise ApiError(400, f"the prompt has {len(prompt)} tokens; the context holds {engine.n_ctx}")
     if not prompt:
         raise ApiError(400, "the prompt is empty")
     room = engine.n_ctx - len(prompt)
+    max_tokens = body.most_tokens()
     asked = body.stops()
     if len(asked) > 4 or any(len(s) > 200 for s in asked):
         raise ApiError(400, "stop: at most 4 strings of at most 200 characters")
@@ -121,26 +145,40 @@ def _generation(engine, prompt: list[int], max_tokens: int | None, body, stop) -
         prompt=prompt,
         follow=lambda scores: prompt,
         max_tokens=min(max_tokens or room, room),
-        sampling=body.sampling(),
+        sampling=sampling,
         stop=stop,
     )
 
 
-async def _respond(http, req: Request, stream: bool, kind: str, model: str):
-    events = _events(http.app.state.worker, req, http.app.state.settings.timeout, stream)
-    shape = _Shape(kind, model, len(req.prompt))
-    if not stream:
+async def _respond(http, req: Request, body, kind: str, prompt_chars: int = 0):
+    """The whole answer, or with `stream` its chunks as server-sent events (each with the log-probabilities
+    of the tokens whose text it brings, when asked)."""
+    engine = http.app.state.worker.engine
+    events = _events(http.app.state.worker, req, http.app.state.settings.timeout, body.stream)
+    log = TokenLog(engine.token_bytes, prompt_chars) if req.sampling.logprobs is not None else None
+    shape = Shape(kind, engine.info.name, len(req.prompt), log)
+    if not body.stream:
         async for event, value in events:
             if event == "done":
+                _check_finished(value)
                 return shape.whole(value)
         raise AssertionError("unreachable: the worker always ends a job")  # pragma: no cover
+    usage = body.stream_options is not None and body.stream_options.include_usage
 
     async def sse():
         if kind == "chat.completion":
             yield {"data": json.dumps(shape.chunk(role=True))}
         try:
             async for event, value in events:
-                yield {"data": json.dumps(shape.chunk(text=value) if event == "text" else shape.chunk(done=value))}
+                if event == "token":
+                    log.add(value)
+                elif event == "text":
+                    yield {"data": json.dumps(shape.chunk(text=value))}
+                else:
+                    _check_finished(value)
+                    yield {"data": json.dumps(shape.chunk(done=value))}
+                    if usage:
+                        yield {"data": json.dumps(shape.usage_chunk(value))}
         except (TimedOut, ApiError) as exc:
             yield {"data": json.dumps({"error": {"message": str(exc), "type": "server_error"}})}
         yield {"data": "[DONE]"}
@@ -148,9 +186,17 @@ async def _respond(http, req: Request, stream: bool, kind: str, model: str):
     return EventSourceResponse(sse(), ping=15)
 
 
+def _check_finished(result) -> None:
+    if result.finish_reason == "grammar":
+        raise ApiError(
+            400,
+            f"response_format: after {result.generated_tokens} tokens the schema allows no token this model can write",
+        )
+
+
 def _events(worker, req: Request, timeout: float, stream: bool):
-    """Submit now (a full queue answers 503 at once); then an async iterator of ("text", piece) and finally
-    ("done", request). Leaving it early cancels the request."""
+    """Submit now (a full queue answers 503 at once); then an async iterator of ("token", TokenLogprob) and
+    ("text", piece) while streaming, and finally ("done", result). Leaving it early cancels the request."""
     loop = asyncio.get_running_loop()
     inbox: asyncio.Queue = asyncio.Queue()
 
@@ -162,6 +208,8 @@ def _events(worker, req: Request, timeout: float, stream: bool):
 
     if stream:
         req.on_text = lambda piece: emit("text", piece)
+        if req.sampling.logprobs is not None:  # each token's before the text it is part of
+            req.on_token = lambda record: emit("token", record)
     worker.submit(req, emit)
     return _drain(inbox, req, loop.time() + timeout, timeout)
 
@@ -181,37 +229,3 @@ async def _drain(inbox: asyncio.Queue, req: Request, deadline: float, timeout: f
                 return
     finally:
         req.cancelled = True
-
-
-class _Shape:
-    """OpenAI's response objects for one request."""
-
-    def __init__(self, kind: str, model: str, prompt_tokens: int):
-        self.kind, self.model, self.prompt_tokens = kind, model, prompt_tokens
-        self.id = ("chatcmpl-" if kind == "chat.completion" else "cmpl-") + uuid.uuid4().hex[:24]
-        self.created = int(time.time())
-
-    def _head(self, obj: str) -> dict:
-        return {"id": self.id, "object": obj, "created": self.created, "model": self.model}
-
-    def whole(self, req: Request) -> dict:
-        reason = FINISH.get(req.finish_reason, "stop")
-        if self.kind == "chat.completion":
-            choice = {"index": 0, "message": {"role": "assistant", "content": req.text}, "finish_reason": reason}
-        else:
-            choice = {"index": 0, "text": req.text, "logprobs": None, "finish_reason": reason}
-        usage = {
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": req.generated_tokens,
-            "total_tokens": self.prompt_tokens + req.generated_tokens,
-        }
-        return {**self._head(self.kind), "choices": [choice], "usage": usage}
-
-    def chunk(self, text: str | None = None, role: bool = False, done: Request | None = None) -> dict:
-        reason = FINISH.get(done.finish_reason, "stop") if done is not None else None
-        if self.kind == "chat.completion":
-            delta = {"role": "assistant", "content": ""} if role else {"content": text} if text else {}
-            choice = {"index": 0, "delta": delta, "finish_reason": reason}
-            return {**self._head("chat.completion.chunk"), "choices": [choice]}
-        choice = {"index": 0, "text": text or "", "logprobs": None, "finish_reason": reason}
-        return {**self._head("text_completion"), "choices": [choice]}
