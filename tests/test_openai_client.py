@@ -270,3 +270,57 @@ def test_text_parts_and_null_fields_are_read(server, client):
     body = {"messages": CHAT, "max_tokens": 8, "user": None, "tools": None, "temperature": None}
     response = httpx.post(f"{server}/v1/chat/completions", headers=AUTH, json=body, timeout=120)
     assert response.status_code == 200 and response.json()["choices"][0]["message"]["content"] == joined
+
+
+# -- the encoder-decoder engines -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "extra, field",
+    [
+        ({"logprobs": 1}, "logprobs"),
+        ({"extra_body": {"response_format": {"type": "json_object"}}}, "response_format"),  # also on completions
+        ({"frequency_penalty": 1.0}, "frequency_penalty"),
+        ({"presence_penalty": 1.0}, "presence_penalty"),
+    ],
+)
+def test_mentalbarts_engine_refuses_what_it_cannot_do_by_name(bart_served, extra, field):
+    client = openai.OpenAI(base_url=f"{bart_served}/v1", api_key=KEY, max_retries=0, timeout=120)
+    assert client.completions.create(model="any", prompt="I feel alone.", max_tokens=4).choices[0].text is not None
+    with pytest.raises(openai.BadRequestError) as err:
+        client.completions.create(model="any", prompt="I feel alone.", max_tokens=4, **extra)
+    assert err.value.body["message"].startswith(f"{field}: not supported by this model's engine (CTranslate2")
+
+
+@pytest.fixture(scope="module")
+def bart_served(imhi_dir, tmp_path_factory):
+    from mental_edge.convert import convert_checkpoint
+    from seq2seq_tiny import write_bart
+
+    folder = write_bart(tmp_path_factory.mktemp("bart") / "tiny-bart", imhi_dir)
+    ct2 = convert_checkpoint(folder, tmp_path_factory.mktemp("bart-ct2") / "f32", outtype="f32")
+    with serving(ct2, tmp_path_factory.mktemp("bart-home"), "--threads", "1") as url:
+        yield url
+
+
+def test_t5_completion_logprobs_are_its_engines_own_scores(imhi_dir, tmp_path_factory):
+    from mental_edge.convert import convert_checkpoint
+    from seq2seq_tiny import write_t5
+
+    folder = write_t5(tmp_path_factory.mktemp("t5") / "tiny-t5", imhi_dir)
+    gguf = convert_checkpoint(folder, tmp_path_factory.mktemp("t5-gguf") / "t5.f32.gguf", outtype="f32")
+    query = "Consider this post: I feel alone. Question: Does the poster suffer from loneliness?"
+    with serving(gguf, tmp_path_factory.mktemp("t5-home"), "--threads", "1") as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0, timeout=120)
+        lp = client.completions.create(model="any", prompt=query, max_tokens=6, logprobs=2).choices[0].logprobs
+    engine = load_engine(gguf, threads=1)
+    try:
+        prompt = engine.encode(PromptText((Segment(query),)))
+        steps = _steps_of(engine, prompt, 6, 0)
+        assert [engine.token_bytes(c).decode("utf-8", "backslashreplace") for c, _ in steps] == lp.tokens
+        chosen = [c for c, _ in steps]
+        totals = engine.score(prompt.source, [chosen[: k + 1] for k in range(len(chosen))])
+        own = [b - a for a, b in zip([0.0, *totals], totals)]
+        assert lp.token_logprobs == pytest.approx(own, abs=2e-3)
+    finally:
+        engine.close()
