@@ -9,7 +9,6 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from mental_edge.engine import load_engine
 from mental_edge.tasks import load_tasks
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,13 +50,22 @@ def ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}x" if b else "n/a"
 
 
-def kernel_costs(gguf: Path, threads: int) -> dict:
-    """llama.cpp's own costs on this machine, through the engine: ms per prompt token (micro-batches of 32, a
-    320-token prompt) and ms per sequence for one decode step of 1, 4 and 16 sequences side by side."""
-    engine = load_engine(gguf, threads=threads, slots=16, n_ctx=1024)
-    prompt = [(i * 37 + 11) % 20000 + 100 for i in range(320)]
+def kernel_costs(gguf: Path, threads: int, prompt_tokens: int = 320, rounds: int = 3) -> dict:
+    """llama.cpp's own costs on this machine, through the engine: ms per prompt token (a 320-token prompt) and ms
+    per sequence for one decode step of 1, 4 and 16 sequences side by side; each the better of the engine's
+    --exact settings (micro-batches of 32, bf16 values, flash attention on) and its fast ones."""
+    exact = _kernel_costs(gguf, threads, True, prompt_tokens, rounds)
+    fast = _kernel_costs(gguf, threads, False, prompt_tokens, rounds)
+    return {key: min(exact[key], fast[key]) for key in exact}
+
+
+def _kernel_costs(gguf: Path, threads: int, exact: bool, prompt_tokens: int, rounds: int) -> dict:
+    from mental_edge.engine.llama import LlamaEngine
+
+    engine = LlamaEngine(gguf, threads=threads, slots=16, n_ctx=1024, exact=exact)
+    prompt = [(i * 37 + 11) % 20000 + 100 for i in range(prompt_tokens)]
     best = float("inf")
-    for _ in range(3):
+    for _ in range(rounds):
         engine._forget()
         start = time.perf_counter()
         engine._decode(prompt, 0, seq=0)
@@ -67,7 +75,7 @@ def kernel_costs(gguf: Path, threads: int) -> dict:
         engine._ctx.kv_cache_seq_cp(0, seq, -1, -1)
     for rows in (1, 4, 16):
         steps = []
-        for step in range(9):
+        for step in range(5 if rounds < 3 else 9):
             engine._fill_batch([(seq, len(prompt) + step, [prompt[step]]) for seq in range(rows)], logits="all")
             start = time.perf_counter()
             engine._run_batch()
@@ -89,4 +97,76 @@ def best_case_line(costs: dict, read: int, generated: int, plain_seconds: float)
         f"  the plain loop's work ({read} prompt tokens to read, {generated} to generate) at those best costs: "
         f"{floor:.1f} s, so no llama.cpp engine could beat the plain loop by more than "
         f"{plain_seconds / floor:.2f}x on this machine"
+    )
+
+
+# -- efficiency: the best time llama.cpp's own costs allow for the work an engine did, over the time it took ------
+
+
+class DecodeCount:
+    """Counts the rows of every llama_decode in this process (mental-edge's engine and llama-cpp-python's Llama
+    both call LlamaContext.decode): rows that are their sequence's only row in the batch are decode steps, the
+    others prompt (or candidate) tokens."""
+
+    def __init__(self):
+        self.prompt = 0  # rows read as part of a longer run of their sequence
+        self.steps: dict[int, int] = {}  # batch width (single-row sequences side by side) -> rows decoded so
+
+    def install(self) -> DecodeCount:
+        from llama_cpp import _internals
+
+        inner = _internals.LlamaContext.decode
+        count = self
+
+        def decode(ctx, batch):
+            count.add(batch.batch)
+            return inner(ctx, batch)
+
+        _internals.LlamaContext.decode = decode
+        return self
+
+    def add(self, b) -> None:
+        per_seq: dict[int, int] = {}
+        for i in range(b.n_tokens):
+            seq = b.seq_id[i][0]
+            per_seq[seq] = per_seq.get(seq, 0) + 1
+        single = sum(1 for n in per_seq.values() if n == 1)
+        if single == 1 and b.n_tokens > 1:
+            single = 0  # the last token of a prompt read with others: a prompt row
+        self.prompt += b.n_tokens - single
+        if single:
+            self.steps[single] = self.steps.get(single, 0) + single
+
+    def as_dict(self) -> dict:
+        return {"prompt": self.prompt, "steps": {str(k): v for k, v in self.steps.items()}}
+
+
+def floor_seconds(costs: dict, work: dict) -> float:
+    """Seconds llama.cpp's measured costs allow for `work` (DecodeCount.as_dict()): every prompt row at the prompt
+    cost, every decode step at the cost of a step of its width (the measured 1, 4 and 16 side by side, linear in
+    between, the 16's cost per sequence beyond), never dearer per row than the prompt cost."""
+    ms = work["prompt"] * costs["prompt"]
+    for width, rows in work["steps"].items():
+        ms += rows * min(step_ms(costs, int(width)) / int(width), costs["prompt"] if int(width) > 1 else costs[1])
+    return ms / 1000
+
+
+def step_ms(costs: dict, width: int) -> float:
+    """ms for one decode step of `width` sequences side by side, from kernel_costs' per-sequence figures."""
+    points = [(w, w * costs[w]) for w in (1, 4, 16)]
+    if width >= 16:
+        return width * costs[16]
+    for (w0, t0), (w1, t1) in zip(points, points[1:]):
+        if width <= w1:
+            return t0 + (t1 - t0) * (width - w0) / (w1 - w0)
+    return points[0][1]
+
+
+def efficiency_line(who: str, costs: dict, work: dict, seconds: float) -> str:
+    floor = floor_seconds(costs, work)
+    steps = sum(work["steps"].values())
+    return (
+        f"  efficiency {who}: {floor / seconds:.2f} (llama.cpp's costs allow {floor:.1f} s for its {work['prompt']} "
+        f"prompt rows and {steps} decode steps; it took {seconds:.1f} s; target 0.9: "
+        f"{'met' if floor / seconds >= 0.9 else 'NOT met'})"
     )

@@ -48,7 +48,7 @@ class ModelSpec:
     name: str | None
     size: int | None  # None for a model folder
     sha256: str | None
-    options: dict  # n_ctx, threads, gpu_layers, slots for load_engine
+    options: dict  # n_ctx, threads, gpu_layers, slots, exact for load_engine
 
 
 @dataclass
@@ -67,7 +67,7 @@ class _Slot:
     busy: int = 0  # chunks sent to it and not yet back
 
 
-def model_spec(model: str | None, n_ctx=None, threads=None, gpu_layers=None, slots=None) -> ModelSpec:
+def model_spec(model: str | None, n_ctx=None, threads=None, gpu_layers=None, slots=None, exact=False) -> ModelSpec:
     """Resolve a store name or path on the driver (as `open_engine` would) into what the workers load."""
     if model is None:
         entry = store.default_model()
@@ -80,7 +80,7 @@ def model_spec(model: str | None, n_ctx=None, threads=None, gpu_layers=None, slo
         size, digest = path.stat().st_size, (entry.sha256 if entry and entry.sha256 else store.sha256_of(path))
     else:
         size, digest = None, entry.sha256 if entry else None
-    options = {"n_ctx": n_ctx, "threads": threads, "gpu_layers": gpu_layers, "slots": slots}
+    options = {"n_ctx": n_ctx, "threads": threads, "gpu_layers": gpu_layers, "slots": slots, "exact": exact}
     return ModelSpec(str(path), entry.name if entry else None, size, digest, options)
 
 

@@ -1,5 +1,6 @@
 """The batched engine (several requests in flight in one llama.cpp context) against the strict one-at-a-time path,
-on real IMHI posts with several tasks each, greedy: the records are equal to the bit; and a resumed sequential run
+on real IMHI posts with several tasks each, greedy, in exact mode (`--exact`; tests/test_exact_modes.py has each
+mode's guarantee): the records are equal to the bit; and a resumed sequential run
 against an uninterrupted one.
 
 What it takes (engine/llama_batch.py and engine/llama.py say more): llama.cpp's CPU flash attention adds up a
@@ -31,7 +32,7 @@ def posts(imhi_dir):
 
 
 def _analyse(model, posts, slots):
-    engine = load_engine(model, n_ctx=N_CTX, threads=2, slots=slots)
+    engine = load_engine(model, n_ctx=N_CTX, threads=2, slots=slots, exact=True)
     try:
         ts = load_tasks()
         analyzer = Analyzer(engine, max_tokens=MAX_TOKENS)
@@ -83,7 +84,7 @@ def test_a_resumed_sequential_run_gives_the_records_of_an_uninterrupted_one(smol
 
 def test_other_sequences_cells_before_a_sequence_leave_its_logits_unchanged(smollm2_gguf):
     """Where a sequence's cells sit changes nothing, as long as they are in position order."""
-    engine = load_engine(smollm2_gguf, n_ctx=512, threads=2, slots=4)
+    engine = load_engine(smollm2_gguf, n_ctx=512, threads=2, slots=4, exact=True)
     try:
         prompt = engine.tokenize("I have not slept properly in weeks and nothing feels worth doing. " * 3, add_bos=True)
         more = engine.tokenize(" My friends say I should talk to someone, but I do not know who.")
@@ -103,7 +104,7 @@ def test_other_sequences_cells_before_a_sequence_leave_its_logits_unchanged(smol
 
 def test_a_token_decoded_alone_does_not_depend_on_the_other_cells_in_the_cache(smollm2_gguf):
     """With f16 values this fails by up to 0.56 of a logit once 512 cells are in use (see CPU_VALUE_TYPE)."""
-    engine = load_engine(smollm2_gguf, n_ctx=1024, threads=2, slots=4)
+    engine = load_engine(smollm2_gguf, n_ctx=1024, threads=2, slots=4, exact=True)
     try:
         prompt = engine.tokenize("Nothing I do seems to matter and I am tired all the time. " * 4, add_bos=True)
         other = engine.tokenize("I started running again and it helps with my sleep a lot. " * 40)[:600]

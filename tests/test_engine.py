@@ -17,7 +17,7 @@ ANSWERS = [" Yes, the poster suffers from depression.", " No, the poster does no
 
 @pytest.fixture(scope="module")
 def engine(smollm2_gguf):
-    eng = load_engine(smollm2_gguf, n_ctx=1024, threads=2)
+    eng = load_engine(smollm2_gguf, n_ctx=1024, threads=2, exact=True)  # the reference's cache settings
     yield eng
     eng.close()
 
@@ -26,7 +26,7 @@ def engine(smollm2_gguf):
 def reference(smollm2_gguf):
     """llama-cpp-python's high-level Llama: an independent path through the same kernels.
 
-    With the engine's cache settings on the CPU: flash attention on and bf16 values (CPU_VALUE_TYPE). On this
+    With the engine's exact-mode cache settings on the CPU: flash attention on, bf16 values (CPU_VALUE_TYPE). On this
     Q4_1 model the answers' log-probabilities move by up to 0.5 nats with f16 values or flash attention off: the
     tiny quantized model is that sensitive to how attention rounds (on its f16 conversion the per-token error
     against transformers f32 is 0.0022 nats on average whichever is used: benchmarks/cache_types.py)."""
@@ -82,7 +82,7 @@ def test_prompt_cache_is_reused_and_gives_the_same_answer(engine, smollm2_gguf):
     again = engine.generate(longer, max_tokens=16)
     text = again.text()
     assert again.reused_tokens >= len(first) - 1
-    fresh = load_engine(smollm2_gguf, n_ctx=1024, threads=2)
+    fresh = load_engine(smollm2_gguf, n_ctx=1024, threads=2, exact=True)
     try:
         assert fresh.generate(longer, max_tokens=16).text() == text
     finally:
@@ -154,7 +154,7 @@ def test_truncated_model_file_is_refused(tmp_path, smollm2_gguf):
 
 def test_candidates_that_do_not_all_fit_after_a_long_prompt_are_scored_in_turns(smollm2_gguf):
     """A prompt near the end of the context with many answer sentences (CAMS at --ctx 512 made llama_decode fail)."""
-    eng = load_engine(smollm2_gguf, n_ctx=256, threads=2, slots=1)
+    eng = load_engine(smollm2_gguf, n_ctx=256, threads=2, slots=1, exact=True)  # scores to the bit
     try:
         prompt = eng.tokenize("I have not slept and I cannot stop worrying. " * 30, add_bos=True)[:220]
         conts = [eng.tokenize(f" Answer number {i} is the one that fits this post best.") for i in range(6)]

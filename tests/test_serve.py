@@ -74,6 +74,7 @@ def server(smollm2_gguf, tmp_path_factory):
                 "4000",
                 "--timeout",
                 "120",
+                "--exact",  # its answers are compared to the bit with other engines' (tests/test_exact_modes.py)
             ],
             env=env,
             stdout=subprocess.DEVNULL,
@@ -99,7 +100,7 @@ def server(smollm2_gguf, tmp_path_factory):
 @pytest.fixture(scope="module")
 def reference(smollm2_gguf):
     """The engine one request at a time, outside the server."""
-    engine = load_engine(smollm2_gguf, n_ctx=CTX, slots=1)
+    engine = load_engine(smollm2_gguf, n_ctx=CTX, slots=1, exact=True)
     yield engine
     engine.close()
 
@@ -127,7 +128,7 @@ def _sse(response) -> list:
 def test_batcher_on_a_source_that_says_idle_gives_the_same_results(reference, smollm2_gguf):
     from mental_edge.engine import IDLE
 
-    engine = load_engine(smollm2_gguf, n_ctx=CTX, slots=3)
+    engine = load_engine(smollm2_gguf, n_ctx=CTX, slots=3, exact=True)
     try:
 
         def requests():
@@ -181,6 +182,7 @@ def test_analyze_records_equal_those_of_the_cli(server, smollm2_gguf, tmp_path):
             "dreaddit",
             "--max-tokens",
             "12",
+            "--exact",
             "-o",
             str(out),
         ],
@@ -256,7 +258,7 @@ def test_models_health_and_the_openapi_description(server):
     models = httpx.get(f"{url}/v1/models", headers=AUTH).json()
     assert models["object"] == "list" and models["data"][0]["id"] == "Smollm2 135M 8k Lc100K Mix1 Ep2"
     health = httpx.get(f"{url}/health").json()  # no key needed: it says nothing about anyone's text
-    assert health["status"] == "ok" and health["slots"] == 4 and health["completed"] >= 0
+    assert health["status"] == "ok" and health["slots"] >= 2 and health["completed"] >= 0
     paths = httpx.get(f"{url}/openapi.json").json()["paths"]
     assert {"/v1/analyze", "/v1/chat/completions", "/v1/completions", "/v1/models", "/health"} <= set(paths)
 

@@ -29,6 +29,7 @@ from mental_edge.engine.llama_common import (
     default_threads,
     system_info,
 )
+from mental_edge.engine.sizing import Sizing, available_memory, cache_bytes_per_token, choose
 from mental_edge.engine.trie import build_trie, path_scores
 from mental_edge.errors import MentalEdgeError
 
@@ -36,8 +37,12 @@ __all__ = ["ContextOverflow", "LlamaEngine", "system_info", "CPU_VALUE_TYPE"]
 
 DEFAULT_CTX = 2048  # the published MentaLLaMA evaluation used max_length=2048 (prompt + answer)
 SCORE_SEQS = 16  # sequences available for scoring candidates side by side
-DEFAULT_SLOTS = 4  # requests in flight when batching (the cache's attention cost grows with all slots' tokens)
-KV_BUDGET = 1 << 30  # bytes of cache the batching may use beyond one sequence's context (f16 keys and values)
+# Slots and cache cells come from the model's per-token cache size and the memory free (engine/sizing.py).
+# exact (--exact): the rules below and paired output rows, which make batched records equal the sequential ones
+# to the bit on a CPU. They cost 26% of a batched SmolLM2 analysis here (benchmarks/exactness.py, README
+# "Performance"), so they are off by default: the same input and settings still give the same records run to run,
+# but a record may then depend on what else was in the batch or the cache.
+DEFAULT_EXACT = False
 # llama.cpp's CPU kernels take another code path (other rounding) for larger micro-batches, so that a token's
 # logits would depend on how the tokens around it were split: on a cached prefix, on the other posts in the
 # batch. Micro-batches of 32 tokens keep every token on one path, so results do not depend on caching or
@@ -78,6 +83,7 @@ class LlamaEngine(LlamaCppEngine):
         gpu_layers: int | None = None,
         n_batch: int = 512,
         slots: int | None = None,
+        exact: bool | None = None,
         name: str | None = None,
     ):
         path = Path(path)
@@ -88,14 +94,17 @@ class LlamaEngine(LlamaCppEngine):
         n_ctx_train = self._model.n_ctx_train()
         self.n_ctx = min(n_ctx or DEFAULT_CTX, n_ctx_train)
         self.n_batch = n_batch
-        self.n_ubatch = CPU_UBATCH if gpu_layers == 0 else n_batch
-        self.value_type = CPU_VALUE_TYPE if gpu_layers == 0 else GGMLQuantizationType.F16
-        self.flash_attn = "on" if gpu_layers == 0 else "auto"  # on the CPU, cells summed in cell order (see above)
+        self.exact = DEFAULT_EXACT if exact is None else exact
+        cpu_exact = self.exact and gpu_layers == 0  # the rules above hold llama.cpp's CPU kernels to one path
+        self.n_ubatch = CPU_UBATCH if cpu_exact else n_batch
+        self.value_type = CPU_VALUE_TYPE if cpu_exact else GGMLQuantizationType.F16
+        self.flash_attn = "on" if cpu_exact else "auto"  # on the CPU, cells summed in cell order (see above)
+        self.pair_outputs = cpu_exact  # see _pair_outputs
         meta = self._model.metadata()
-        self.slots = DEFAULT_SLOTS if slots is None else slots
+        sizing = self._cache_cells(meta, slots, gpu=gpu_layers != 0)
+        self.slots, self.n_cells = sizing.slots, sizing.cells
         self.score_seqs = SCORE_SEQS
         self.retired_seq = max(self.slots, 1) + SCORE_SEQS  # the batcher's holder of cells no request needs
-        self.n_cells = self._cache_cells(meta)
         self._ctx = self._new_context(threads)
         self._batch = _internals.LlamaBatch(n_tokens=n_batch, embd=0, n_seq_max=SCORE_SEQS, verbose=False)
         self._n_vocab = self._model.n_vocab()
@@ -121,26 +130,22 @@ class LlamaEngine(LlamaCppEngine):
             "ubatch": self.n_ubatch,
             "slots": self.slots,
             "cache_cells": self.n_cells,
+            "cache_sizing": sizing.why,
+            "exact": self.exact,
             "flash_attn": self.flash_attn,
             "cache_types": f"keys f16, values {self.value_type.name.lower()}",
         }
         self.batcher = None  # the last batched run's Batcher, for its counts
 
-    def _cache_cells(self, meta: dict) -> int:
-        """One full context per sequence, plus what KV_BUDGET holds for batching (up to a context per slot)."""
-        arch = meta.get("general.architecture", "")
-        layers = int(meta.get(f"{arch}.block_count", 0) or 0)
-        heads = int(meta.get(f"{arch}.attention.head_count", 1) or 1)
-        kv_heads = int(meta.get(f"{arch}.attention.head_count_kv", heads) or heads)
-        width = int(meta.get(f"{arch}.embedding_length", 0) or 0)
-        head_dim = int(meta.get(f"{arch}.attention.key_length", 0) or 0) or width // heads
-        per_token = max(2 * 2 * layers * kv_heads * head_dim, 1)  # keys and values, 2 bytes each
-        if self.slots <= 1:
-            return self.n_ctx
-        # a unified cache longer than the training context makes llama.cpp print an overflow warning to stderr,
-        # past its log callback (no sequence here goes past n_ctx), so stay within it
-        ceiling = max(self.n_ctx, self._model.n_ctx_train())
-        return max(self.n_ctx, min(self.n_ctx * self.slots, KV_BUDGET // per_token, ceiling))
+    def _cache_cells(self, meta: dict, slots: int | None, gpu: bool) -> Sizing:
+        """Slots and cells from the model's per-token cache size and the memory free now (engine/sizing.py)."""
+        return choose(
+            per_token=cache_bytes_per_token(meta),  # f16 keys, f16 or bf16 values: 2 bytes each
+            n_ctx=self.n_ctx,
+            n_ctx_train=self._model.n_ctx_train(),
+            available=available_memory(gpu),
+            slots=slots,
+        )
 
     def _new_context(self, threads: int):
         params = llama_cpp.llama_context_default_params()
@@ -201,6 +206,8 @@ class LlamaEngine(LlamaCppEngine):
         with other rounding, so the logits of a prompt's last token would depend on how the prompt was split (on
         what the cache held). With a partner they do not. A token decoded alone (each generated token) keeps the
         single-row kernel: always the same for it, and no extra row to pay for."""
+        if not self.pair_outputs:  # only exact mode needs it (DEFAULT_EXACT)
+            return
         batch = self._batch.batch
         n, step = batch.n_tokens, self.n_ubatch
         for start in range(0, n, step):
