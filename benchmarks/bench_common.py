@@ -112,6 +112,9 @@ class DecodeCount:
         self.prompt = 0  # rows read as part of a longer run of their sequence
         self.steps: dict[int, int] = {}  # batch width (single-row sequences side by side) -> rows decoded so
 
+    def reset(self) -> None:
+        self.prompt, self.steps = 0, {}
+
     def install(self) -> DecodeCount:
         from llama_cpp import _internals
 
