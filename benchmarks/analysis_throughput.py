@@ -244,7 +244,8 @@ def bench_7b(args) -> None:
     analyze = ["-m", "mental_edge", "analyze", "--input", str(IMHI / "DR.csv"), "--limit", str(len(posts))]
     analyze += ["--model", str(model), "--max-tokens", str(args.max_tokens), "--threads", str(args.threads)]
     runs = {"mental-edge defaults": []} | {f"mental-edge --slots {n}": ["--slots", str(n)] for n in args.slots}
-    runs["mental-edge --sequential"] = ["--sequential"]
+    if not args.skip_sequential:
+        runs["mental-edge --sequential"] = ["--sequential"]
     times, work, records = {}, {}, {}
     for who, extra in runs.items():
         out = WORK / f"7b-{len(records)}.jsonl"
@@ -268,8 +269,8 @@ def bench_7b(args) -> None:
     )
     for who, done in work.items():
         print(efficiency_line(who, costs, done, times[who]))
-    seq = records["mental-edge --sequential"]
-    for who in runs:
+    seq = records.get("mental-edge --sequential", [])
+    for who in runs if seq else ():
         same = sum(
             (a["label"], a["explanation"], a["probabilities"]) == (b["label"], b["explanation"], b["probabilities"])
             for a, b in zip(records[who], seq)
@@ -287,6 +288,7 @@ def main():
     ap.add_argument("--threads", type=int, default=min(os.cpu_count() or 1, 2))
     ap.add_argument("--quick", action="store_true", help="fewer posts and tokens: a few minutes")
     ap.add_argument("--skip-transformers", action="store_true")
+    ap.add_argument("--skip-sequential", action="store_true", help="7b: no --sequential run (it takes minutes)")
     args = ap.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
     COUNT.install()
