@@ -280,10 +280,10 @@ class LlamaEngine(LlamaCppEngine):
             self._ctx.kv_cache_seq_rm(seq, -1, -1)
 
     # -- the batch interface --------------------------------------------------------------------
-    # What `llama_batch.Batcher` drives the engine through, besides `log_probs`, `new_sampler`, `token_bytes`,
-    # `is_end` and these attributes: `slots` (sequences 0..slots-1, one per request in flight), `score_seqs`
-    # (the next ones, for candidates), `retired_seq` (holder of cells no request needs), `n_cells` (the cache),
-    # `n_batch` (tokens per decode) and `n_ctx` (one sequence's limit).
+    # What `llama_batch.Batcher` drives the engine through, besides `log_probs`, `token_logprob`, `new_sampler`,
+    # `token_bytes`, `is_end` and these attributes: `slots` (sequences 0..slots-1, one per request in flight),
+    # `score_seqs` (the next ones, for candidates), `retired_seq` (holder of cells no request needs), `n_cells` (the
+    # cache), `n_batch` (tokens per decode) and `n_ctx` (one sequence's limit).
 
     def clear_cache(self) -> None:
         """Empty the cache: every sequence's cells free, the next tokens placed from cell 0."""
