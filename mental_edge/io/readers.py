@@ -260,9 +260,7 @@ def _id_value(value, number: int) -> str:
     return _printable(str(value))
 
 
-def make_row(
-    row_id: str, text: str, source: str, number: int, *, gold: str | None = None, where: str = ""
-) -> InputRow:
+def make_row(row_id: str, text: str, source: str, number: int, *, gold: str | None = None, where: str = "") -> InputRow:
     """One input row by the readers' rules: undecodable or empty text flagged, the id made printable."""
     bad = _SURROGATE.search(text)
     if bad:
