@@ -1,6 +1,8 @@
 """Fixtures shared by every test module: the real small model, the IMHI data, an isolated store."""
 
 import importlib.util
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -54,6 +56,25 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture
+def mount_tmpfs(tmp_path):
+    """mount_tmpfs("16k"): a small tmpfs, a real filesystem that fills up (root can mount one; CI runs as root)."""
+    mounted = []
+
+    def mount(size: str):
+        if os.geteuid() != 0:
+            pytest.skip("mounting a tmpfs needs root (CI runs as root)")
+        path = tmp_path / f"disk{len(mounted)}"
+        path.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True)
+        mounted.append(path)
+        return path
+
+    yield mount
+    for path in mounted:
+        subprocess.run(["umount", str(path)], check=True)
 
 
 # Real-weights Hugging Face checkpoints rebuilt from GGUF files (smollm2_hf_checkpoint); the fake engine's fixture.

@@ -4,7 +4,6 @@ The full-disk cases write to a real full filesystem: a small tmpfs mounted for t
 """
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -72,15 +71,9 @@ def test_lock_nests_within_one_process(tmp_path):
 
 
 @pytest.fixture
-def tiny_disk(tmp_path):
-    """A 16 KiB tmpfs: a real filesystem that fills up after a few records."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(mount)], check=True)
-    yield mount
-    subprocess.run(["umount", str(mount)], check=True)
+def tiny_disk(mount_tmpfs):
+    """A 16 KiB tmpfs: it fills up after a few records."""
+    return mount_tmpfs("16k")
 
 
 def _fill(path, fmt_fields=None) -> tuple[int, str]:

@@ -1,7 +1,9 @@
-"""Two runs on one output, and a run onto a full disk, through the real CLI on the real small model."""
+"""Two runs on one output, and a run onto a full disk, through the real CLI on the real small model.
+
+Runs are --exact: a resumed run gives the records of an uninterrupted one to the bit only there (README).
+"""
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -16,7 +18,19 @@ POSTS = [f"Post number {i}: I feel {'sad and tired' if i % 2 else 'fine'} today.
 def _args(model, posts, out, *extra):
     return [
         sys.executable,
-        *("-m", "mental_edge", "analyze", "-m", str(model), "--task", "DR", "--no-explain", "--threads", "2"),
+        *(
+            "-m",
+            "mental_edge",
+            "analyze",
+            "-m",
+            str(model),
+            "--task",
+            "DR",
+            "--no-explain",
+            "--threads",
+            "2",
+            "--exact",
+        ),
         *("-i", str(posts), "-o", str(out), *extra),
     ]
 
@@ -47,14 +61,9 @@ def test_a_second_run_on_the_same_output_stops_and_the_first_writes_each_row_onc
 
 
 @pytest.fixture
-def tiny_disk(tmp_path):
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8k", "tmpfs", str(mount)], check=True)
-    yield mount
-    subprocess.run(["umount", str(mount)], check=True)
+def tiny_disk(mount_tmpfs):
+    """A 8 KiB tmpfs: it fills up after a few records."""
+    return mount_tmpfs("8k")
 
 
 def test_a_full_disk_gives_one_line_and_resume_completes_the_same_records(smollm2_gguf, posts, tmp_path, tiny_disk):
