@@ -54,9 +54,7 @@ def test_answer_streams_and_ctrl_c_stops_it_keeping_the_session(smollm2_gguf, tm
     child.expect(r"\r\n")  # the echo of the line
     child.expect(r"\d")  # the first piece of the answer has arrived...
     arrived = time.monotonic()
-    with pytest.raises(pexpect.TIMEOUT):  # ...and the answer is still being written
-        child.expect_exact(PROMPT, timeout=1.0)
-    child.sendintr()
+    child.sendintr()  # while the answer is being written: "[stopped]" shows only for an answer cut short
     child.expect_exact("[stopped]")
     child.expect_exact(PROMPT)
     assert time.monotonic() - arrived < 20  # 1500 tokens would take far longer than this
