@@ -76,6 +76,11 @@ _SLOT_OPTIONS = (
 )
 
 
+def say(message: str) -> None:
+    """A progress or notice line on stderr (stdout stays for results)."""
+    click.echo(message, err=True)
+
+
 def sampling_options(func):
     """--temperature, --top-p, --seed: passed on as `sampling`."""
 

@@ -5,15 +5,12 @@ from pathlib import Path
 import click
 
 from mental_edge.cli import main
+from mental_edge.cli.common import say
 from mental_edge.errors import MentalEdgeError
 
 
 def _progress(done: int, total: int, name: str) -> None:
     click.echo(f"[{done}/{total}] {name}", err=True)
-
-
-def _say(message: str) -> None:
-    click.echo(message, err=True)
 
 
 def _checkpoint(src: str, revision: str | None, need_tokenizer: bool) -> tuple[Path, str | None, str | None]:
@@ -59,7 +56,7 @@ def convert(src, output, outtype, quant, revision, tokenizer_from):
     if tokenizer_from is not None:  # before a checkpoint is downloaded
         from mental_edge.pull import tokenizer_folder
 
-        tokenizer = tokenizer_folder(tokenizer_from, say=_say)
+        tokenizer = tokenizer_folder(tokenizer_from, say=say)
     folder, repo, revision = _checkpoint(src, revision, need_tokenizer=tokenizer is None)
     try:
         path = convert_checkpoint(
@@ -72,7 +69,7 @@ def convert(src, output, outtype, quant, revision, tokenizer_from):
             progress=_progress,
             on_quantized=_report_fallbacks,
             tokenizer_from=tokenizer,
-            say=_say,
+            say=say,
         )
     except ConversionError as exc:
         raise MentalEdgeError(str(exc)) from None

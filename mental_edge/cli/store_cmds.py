@@ -4,13 +4,10 @@ import click
 
 from mental_edge import store
 from mental_edge.cli import main
+from mental_edge.cli.common import say
 from mental_edge.pull import pull as pull_model
 
 _COLUMNS = ("NAME", "ARCHITECTURE", "QUANT", "SIZE", "SHA256", "SOURCE", "REVISION", "VERIFIED")
-
-
-def _say(message: str) -> None:
-    click.echo(message, err=True)
 
 
 @main.command()
@@ -40,13 +37,13 @@ def pull(name_or_repo, quant, revision, outtype, keep_download, verify_data, tok
         from mental_edge import verify, verify_reference
 
         verify_reference.check_extra()  # before gigabytes are downloaded
-        check = verify.pull_check(verify_data, say=_say)
+        check = verify.pull_check(verify_data, say=say)
     entry = pull_model(
         name_or_repo,
         quant=quant,
         revision=revision,
         outtype=outtype,
-        progress=_say,
+        progress=say,
         keep_download=keep_download,
         check=check,
         tokenizer_from=tokenizer_from,

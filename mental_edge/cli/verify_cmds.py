@@ -6,12 +6,9 @@ import click
 
 from mental_edge import store
 from mental_edge.cli import main
+from mental_edge.cli.common import say
 from mental_edge.errors import MentalEdgeError
 from mental_edge.verify import DEFAULT_ROWS
-
-
-def _say(message: str) -> None:
-    click.echo(message, err=True)
 
 
 @main.command()
@@ -47,11 +44,11 @@ def verify(model, reference, other, data, rows, task_names, device, dtype, threa
     tasks = [t for name in task_names for t in name.split(",") if t] or None
     if reference is not None:
         result = checks.verify_reference(
-            path, reference, data, tasks=tasks, rows=rows, device=device, dtype=dtype, engine_options=options, say=_say
+            path, reference, data, tasks=tasks, rows=rows, device=device, dtype=dtype, engine_options=options, say=say
         )
     else:
         result = checks.verify_against(
-            path, store.resolve_model(other), data, tasks=tasks, rows=rows, engine_options=options, say=_say
+            path, store.resolve_model(other), data, tasks=tasks, rows=rows, engine_options=options, say=say
         )
     for line in result.lines():
         click.echo(line)
