@@ -100,6 +100,7 @@ class LlamaEngine(LlamaCppEngine):
         self.value_type = CPU_VALUE_TYPE if cpu_exact else GGMLQuantizationType.F16
         self.flash_attn = "on" if cpu_exact else "auto"  # on the CPU, cells summed in cell order (see above)
         self.pair_outputs = cpu_exact  # see _pair_outputs
+        self.ordered_cells = cpu_exact  # the batcher frees no cell within a run (engine/llama_batch.py)
         meta = self._model.metadata()
         sizing = self._cache_cells(meta, slots, gpu=gpu_layers != 0)
         self.slots, self.n_cells = sizing.slots, sizing.cells
@@ -283,7 +284,8 @@ class LlamaEngine(LlamaCppEngine):
     # What `llama_batch.Batcher` drives the engine through, besides `log_probs`, `token_logprob`, `new_sampler`,
     # `token_bytes`, `is_end` and these attributes: `slots` (sequences 0..slots-1, one per request in flight),
     # `score_seqs` (the next ones, for candidates), `retired_seq` (holder of cells no request needs), `n_cells` (the
-    # cache), `n_batch` (tokens per decode) and `n_ctx` (one sequence's limit).
+    # cache), `n_batch` (tokens per decode), `n_ctx` (one sequence's limit) and `ordered_cells` (keep every
+    # sequence's cells in position order: no cell freed within a run).
 
     def clear_cache(self) -> None:
         """Empty the cache: every sequence's cells free, the next tokens placed from cell 0."""
