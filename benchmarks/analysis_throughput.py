@@ -194,7 +194,7 @@ def bench(name: str, args) -> None:
         if who in times:
             got = times[who] / ours
             print(f"  target {target}x over {who}: {'met' if got >= target else 'NOT met'} ({got:.2f}x)")
-    costs = kernel_costs(gguf, args.threads)
+    costs = kernel_costs(gguf, args.threads, works=work.values())
     print(best_case_line(costs, read, generated, times["plain loop"]))
     for who, done in work.items():
         print(efficiency_line(who, costs, done, times[who]))
@@ -262,7 +262,7 @@ def bench_7b(args) -> None:
         print(f"  {who:<28}{seconds:>8.1f} s {rate:>8.2f} posts/min   {plain / seconds:.2f}x the loop")
     got = plain / times["mental-edge defaults"]
     print(f"  target 1.8x the plain loop with the defaults: {'met' if got >= 1.8 else 'NOT met'} ({got:.2f}x)")
-    costs = kernel_costs(model, args.threads, prompt_tokens=128, rounds=2)
+    costs = kernel_costs(model, args.threads, prompt_tokens=128, rounds=2, works=work.values())
     print(
         f"  llama.cpp here: {costs['prompt']:.1f} ms per prompt token; a decode step {costs[1]:.1f} ms per "
         f"sequence alone, {costs[4]:.1f} with 4 side by side, {costs[16]:.1f} with 16"

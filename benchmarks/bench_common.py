@@ -50,16 +50,20 @@ def ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}x" if b else "n/a"
 
 
-def kernel_costs(gguf: Path, threads: int, prompt_tokens: int = 320, rounds: int = 3) -> dict:
+def kernel_costs(gguf: Path, threads: int, prompt_tokens: int = 320, rounds: int = 3, works=()) -> dict:
     """llama.cpp's own costs on this machine, through the engine: ms per prompt token (a 320-token prompt) and ms
-    per sequence for one decode step of 1, 4 and 16 sequences side by side; each the better of the engine's
-    --exact settings (micro-batches of 32, bf16 values, flash attention on) and its fast ones."""
-    exact = _kernel_costs(gguf, threads, True, prompt_tokens, rounds)
-    fast = _kernel_costs(gguf, threads, False, prompt_tokens, rounds)
+    per sequence for one decode step of 1, 4 and 16 sequences side by side, and of every other width up to 16 that
+    the `works` (DecodeCount.as_dict()) ran, since a step's cost is not linear in its width (on the AVX-512 CPU
+    of 2026-12-02 a 7B Q4_K_M step of 8 cost 113 ms per sequence, of 15 112, of 16 73: llama.cpp's CPU kernels
+    take rows 16 at a time); each the better of the engine's --exact settings (micro-batches of 32, bf16 values,
+    flash attention on) and its fast ones."""
+    widths = sorted({1, 4, 16} | {int(w) for work in works for w in work["steps"] if int(w) < 16})
+    exact = _kernel_costs(gguf, threads, True, prompt_tokens, rounds, widths)
+    fast = _kernel_costs(gguf, threads, False, prompt_tokens, rounds, widths)
     return {key: min(exact[key], fast[key]) for key in exact}
 
 
-def _kernel_costs(gguf: Path, threads: int, exact: bool, prompt_tokens: int, rounds: int) -> dict:
+def _kernel_costs(gguf: Path, threads: int, exact: bool, prompt_tokens: int, rounds: int, widths) -> dict:
     from mental_edge.engine.llama import LlamaEngine
 
     engine = LlamaEngine(gguf, threads=threads, slots=16, n_ctx=1024, exact=exact)
@@ -73,7 +77,7 @@ def _kernel_costs(gguf: Path, threads: int, exact: bool, prompt_tokens: int, rou
     costs = {"prompt": 1000 * best / len(prompt)}
     for seq in range(1, 16):
         engine._ctx.kv_cache_seq_cp(0, seq, -1, -1)
-    for rows in (1, 4, 16):
+    for rows in widths:
         steps = []
         for step in range(5 if rounds < 3 else 9):
             engine._fill_batch([(seq, len(prompt) + step, [prompt[step]]) for seq in range(rows)], logits="all")
@@ -146,8 +150,8 @@ class DecodeCount:
 
 def floor_seconds(costs: dict, work: dict) -> float:
     """Seconds llama.cpp's measured costs allow for `work` (DecodeCount.as_dict()): every prompt row at the prompt
-    cost, every decode step at the cost of a step of its width (the measured 1, 4 and 16 side by side, linear in
-    between, the 16's cost per sequence beyond), never dearer per row than the prompt cost."""
+    cost, every decode step at the cost of a step of its width (as measured, linear between measured widths,
+    the 16's cost per sequence beyond), never dearer per row than the prompt cost."""
     ms = work["prompt"] * costs["prompt"]
     for width, rows in work["steps"].items():
         ms += rows * min(step_ms(costs, int(width)) / int(width), costs["prompt"] if int(width) > 1 else costs[1])
@@ -155,8 +159,9 @@ def floor_seconds(costs: dict, work: dict) -> float:
 
 
 def step_ms(costs: dict, width: int) -> float:
-    """ms for one decode step of `width` sequences side by side, from kernel_costs' per-sequence figures."""
-    points = [(w, w * costs[w]) for w in (1, 4, 16)]
+    """ms for one decode step of `width` sequences side by side, from kernel_costs' per-sequence figures (the
+    widths it measured; linear in between)."""
+    points = [(w, w * costs[w]) for w in sorted(k for k in costs if isinstance(k, int))]
     if width >= 16:
         return width * costs[16]
     for (w0, t0), (w1, t1) in zip(points, points[1:]):

@@ -112,7 +112,7 @@ def main():
     got = plain / t["mental-edge, all tasks, with explanations"]
     verdict = "met" if got >= 1 else "NOT met"
     print(f"  target 1.0x the loop over the same prompts, with explanations: {verdict} ({got:.2f}x)")
-    costs = kernel_costs(model, args.threads)
+    costs = kernel_costs(model, args.threads, works=work.values())
     print(best_case_line(costs, read, generated, plain))
     for who, done in work.items():
         print(efficiency_line(who, costs, done, t[who]))
