@@ -1,0 +1,94 @@
+"""Where an analysis run's time goes: every llama_decode of `mental-edge analyze`'s engine timed in the process,
+grouped by what the batch held (prompt rows only, decode steps only, or both), with ms per row.
+
+It shows whether a run's time is spent inside llama.cpp or around it, and what llama.cpp's rows cost at the
+context lengths and cache sizes of a real run, which the short isolated measurements of bench_common.kernel_costs
+(the efficiency figures' floor) do not see. SmolLM2 (real weights) or the synthetic 7B shape of benchmarks/memory.py.
+
+    python benchmarks/decode_profile.py [--model smollm2|7b] [--posts N] [--max-tokens N] [--slots N] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections import defaultdict
+
+from bench_common import imhi_posts, load_line, smollm2
+from llama_cpp import _internals
+
+from mental_edge.analysis import Analyzer
+from mental_edge.engine import load_engine
+from mental_edge.tasks import load_tasks
+
+LOG: list[tuple[int, int, float]] = []  # (rows, rows that are their sequence's only row, seconds) per decode
+
+
+def install_timer() -> None:
+    inner = _internals.LlamaContext.decode
+
+    def decode(ctx, batch):
+        b = batch.batch
+        per_seq: dict[int, int] = defaultdict(int)
+        for i in range(b.n_tokens):
+            per_seq[b.seq_id[i][0]] += 1
+        start = time.perf_counter()
+        out = inner(ctx, batch)
+        LOG.append((b.n_tokens, sum(n == 1 for n in per_seq.values()), time.perf_counter() - start))
+        return out
+
+    _internals.LlamaContext.decode = decode
+
+
+def model_path(name: str):
+    if name == "smollm2":
+        return smollm2()
+    import memory
+
+    return memory.MODEL if memory.MODEL.exists() else memory.write_7b_q4_k(memory.MODEL)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", choices=["smollm2", "7b"], default="smollm2")
+    ap.add_argument("--posts", type=int, default=12)
+    ap.add_argument("--max-tokens", type=int, default=48)
+    ap.add_argument("--slots", type=int, default=None, help="default: the engine's sizing")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    install_timer()
+    engine = load_engine(model_path(args.model), threads=args.threads, slots=args.slots, n_ctx=2048)
+    task = load_tasks().task("DR")
+    posts = imhi_posts("DR", args.posts)
+    print(
+        f"== {args.model}, {len(posts)} DR posts, {args.max_tokens} tokens, {engine.settings['slots']} slots, "
+        f"{engine.settings['cache_cells']} cells; {load_line()}"
+    )
+    analyzer = Analyzer(engine, max_tokens=args.max_tokens)
+    LOG.clear()
+    start = time.perf_counter()
+    for _ in analyzer.analyze_stream((i, p, [task]) for i, p in enumerate(posts)):
+        pass
+    wall = time.perf_counter() - start
+    inside = sum(s for _, _, s in LOG)
+    print(
+        f"  {wall:.1f} s, {inside:.1f} s of it inside llama_decode ({len(LOG)} calls): "
+        f"{100 * (wall - inside) / wall:.1f}% outside"
+    )
+    groups: dict[tuple[str, int], list[float]] = defaultdict(lambda: [0, 0, 0.0])
+    for rows, single, seconds in LOG:
+        kind = "steps" if rows == single else "prompt and steps" if single else "prompt"
+        size = rows if kind == "steps" else 512 if rows > 256 else 256 if rows > 64 else 64
+        g = groups[(kind, size)]
+        g[0], g[1], g[2] = g[0] + 1, g[1] + rows, g[2] + seconds
+    for (kind, size), (calls, rows, seconds) in sorted(groups.items()):
+        what = f"{size} wide" if kind == "steps" else f"batches of up to {size} rows"
+        print(
+            f"  {kind:<17} {what:<26} {calls:>4} calls {rows:>6} rows {seconds:>7.1f} s "
+            f"{1000 * seconds / rows:>7.1f} ms/row"
+        )
+    engine.close()
+
+
+if __name__ == "__main__":
+    main()
