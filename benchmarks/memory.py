@@ -142,11 +142,11 @@ def main():
     args = ap.parse_args()
     model = MODEL if MODEL.exists() else write_7b_q4_k(MODEL)
     print(f"{model} ({model.stat().st_size / GIB:.2f} GiB); {load_line()}")
-    settings = [("defaults (4 slots)", 2048, [])]
+    settings = [("defaults", 2048, [])]
     if not args.quick:
         settings += [
             ("--sequential", 2048, ["--sequential"]),
-            ("--slots 8", 2048, ["--slots", "8"]),
+            ("--slots 16", 2048, ["--slots", "16"]),
             ("--ctx 4096", 4096, []),
         ]
     posts = 1 if args.quick else args.posts
