@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import stat
 import sys
 import time
@@ -17,6 +18,12 @@ UP = "\x1b[A"
 PROMPT = ">>> "
 
 
+def _default_sigint():
+    """A child inherits an ignored SIGINT across exec; some earlier test in the suite leaves it ignored in pytest's
+    process (Ctrl-C then did nothing in the full suite only), and a user's terminal never does."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def spawn(model, home, *args, country="US"):
     env = {**os.environ, "MENTAL_EDGE_HOME": str(home), "TERM": "xterm", "MENTAL_EDGE_COUNTRY": country}
     child = pexpect.spawn(
@@ -26,6 +33,7 @@ def spawn(model, home, *args, country="US"):
         encoding="utf-8",
         timeout=60,
         dimensions=(50, 250),
+        preexec_fn=_default_sigint,
     )
     child.expect("research tool")
     child.expect_exact(PROMPT)
