@@ -133,19 +133,24 @@ class DecodeCount:
         return self
 
     def add(self, b) -> None:
-        per_seq: dict[int, int] = {}
-        for i in range(b.n_tokens):
-            seq = b.seq_id[i][0]
-            per_seq[seq] = per_seq.get(seq, 0) + 1
-        single = sum(1 for n in per_seq.values() if n == 1)
-        if single == 1 and b.n_tokens > 1:
-            single = 0  # the last token of a prompt read with others: a prompt row
+        single = step_rows(b)
         self.prompt += b.n_tokens - single
         if single:
             self.steps[single] = self.steps.get(single, 0) + single
 
     def as_dict(self) -> dict:
         return {"prompt": self.prompt, "steps": {str(k): v for k, v in self.steps.items()}}
+
+
+def step_rows(b) -> int:
+    """Rows of a llama_batch that are decode steps: their sequence's only row in it (but a lone such row beside
+    others is the last token of a prompt read with them: a prompt row)."""
+    per_seq: dict[int, int] = {}
+    for i in range(b.n_tokens):
+        seq = b.seq_id[i][0]
+        per_seq[seq] = per_seq.get(seq, 0) + 1
+    single = sum(1 for n in per_seq.values() if n == 1)
+    return 0 if single == 1 and b.n_tokens > 1 else single
 
 
 def floor_seconds(costs: dict, work: dict) -> float:

@@ -14,7 +14,7 @@ import argparse
 import time
 from collections import defaultdict
 
-from bench_common import imhi_posts, load_line, smollm2
+from bench_common import imhi_posts, load_line, smollm2, step_rows
 from llama_cpp import _internals
 
 from mental_edge.analysis import Analyzer
@@ -29,12 +29,10 @@ def install_timer() -> None:
 
     def decode(ctx, batch):
         b = batch.batch
-        per_seq: dict[int, int] = defaultdict(int)
-        for i in range(b.n_tokens):
-            per_seq[b.seq_id[i][0]] += 1
+        single = step_rows(b)
         start = time.perf_counter()
         out = inner(ctx, batch)
-        LOG.append((b.n_tokens, sum(n == 1 for n in per_seq.values()), time.perf_counter() - start))
+        LOG.append((b.n_tokens, single, time.perf_counter() - start))
         return out
 
     _internals.LlamaContext.decode = decode
