@@ -5,7 +5,7 @@ threads and token budget.
 
 Two models:
 - smollm2: SmolLM2-135M-Instruct, real weights (the Q4_1 GGUF for mental-edge and the plain loop; for transformers
-  the bf16 checkpoint rebuilt from it, as tests/hf_fixtures.py does). It ends its explanations early, so reading
+  the bf16 checkpoint rebuilt from it, as tests/support/hf_fixtures.py does). It ends its explanations early, so reading
   prompts dominates.
 - 1b: a synthetic 1B-shaped LLaMA (16 layers, hidden 2048, ffn 5632, 32 heads / 4 kv heads, LLaMA-2 vocabulary of
   32000), random bf16 weights, converted with `mental-edge convert --outtype q8_0` (one file for us and the plain
@@ -77,8 +77,9 @@ def smollm2_files() -> tuple[Path, Path]:
     gguf_path = smollm2()
     hf = WORK / "smollm2-hf"
     if not (hf / "config.json").exists():
-        sys.path.insert(0, str(REPO / "tests"))
-        from hf_fixtures import gguf_to_hf_checkpoint
+        from bench_common import support_module
+
+        gguf_to_hf_checkpoint = support_module("hf_fixtures").gguf_to_hf_checkpoint
 
         gguf_to_hf_checkpoint(gguf_path, hf)
     return gguf_path, hf

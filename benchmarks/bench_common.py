@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 import csv
+import importlib
 import importlib.util
 import os
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 
 from mental_edge.tasks import load_tasks
 
 REPO = Path(__file__).resolve().parents[1]
 IMHI = REPO.parent / "shared" / "data" / "imhi" / "test_instruction"
+
+
+def support_module(name: str) -> ModuleType:
+    """A module of tests/support/ (the tiny-model and checkpoint builders the tests share), for benchmarks that
+    build the same inputs."""
+    if str(REPO / "tests") not in sys.path:
+        sys.path.insert(0, str(REPO / "tests"))
+    return importlib.import_module(f"support.{name}")
 
 
 def smollm2() -> Path:
@@ -64,7 +75,7 @@ def kernel_costs(gguf: Path, threads: int, prompt_tokens: int = 320, rounds: int
 
 
 def _kernel_costs(gguf: Path, threads: int, exact: bool, prompt_tokens: int, rounds: int, widths) -> dict:
-    from mental_edge.engine.llama import LlamaEngine
+    from mental_edge.engine.llamacpp.decoder import LlamaEngine
 
     engine = LlamaEngine(gguf, threads=threads, slots=16, n_ctx=1024, exact=exact)
     prompt = [(i * 37 + 11) % 20000 + 100 for i in range(prompt_tokens)]

@@ -1,7 +1,7 @@
 """Why the engine keeps bf16 cache values on the CPU (engine/llama.py, CPU_VALUE_TYPE): accuracy and speed of the
 cache's value type, measured side by side on real weights.
 
-SmolLM2-135M-Instruct rebuilt as a bf16 checkpoint (tests/hf_fixtures.py) and converted to an f16 GGUF, so both
+SmolLM2-135M-Instruct rebuilt as a bf16 checkpoint (tests/support/hf_fixtures.py) and converted to an f16 GGUF, so both
 sides hold the same weights; transformers float32 is the reference. For each value type (keys f16, flash attention
 on, micro-batches of 32, as the engine runs): over every position of a few IMHI DR prompts, the worst logit
 difference and the mean and worst error of the next token's log-probability; then ms per generated token, one

@@ -12,7 +12,7 @@ import statistics
 import time
 from pathlib import Path
 
-from mental_edge.chat_format import Message, chat_format_for
+from mental_edge.chat.formatting import Message, chat_format_for
 from mental_edge.engine import Sampling, load_engine
 
 QUESTIONS = [

@@ -135,9 +135,10 @@ def _write_shard(path: Path, names: list[str], shapes: dict, rng) -> None:
 
 def build_checkpoint(folder: Path, shape: str) -> int:
     """Write the synthetic checkpoint; returns its number of parameters."""
-    sys.path.insert(0, str(REPO / "tests"))
+    from bench_common import support_module
     from gguf import GGUFReader
-    from hf_fixtures import sentencepiece_model_bytes
+
+    sentencepiece_model_bytes = support_module("hf_fixtures").sentencepiece_model_bytes
 
     config = config_for(shape)
     shapes = tensor_shapes(config)

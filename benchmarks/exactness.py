@@ -20,7 +20,7 @@ from bench_common import imhi_posts, load_line, smollm2
 from gguf import GGMLQuantizationType
 
 from mental_edge.analysis import Analyzer
-from mental_edge.engine.llama import CPU_UBATCH, LlamaEngine
+from mental_edge.engine.llamacpp.decoder import CPU_UBATCH, LlamaEngine
 from mental_edge.tasks import load_tasks
 
 TASKS = ("DR", "SAD", "CAMS")

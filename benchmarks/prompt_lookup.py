@@ -39,9 +39,9 @@ from collections.abc import Callable, Iterator, Sequence
 from bench_common import imhi_posts, load_line, smollm2
 
 from mental_edge.analysis import Analyzer
-from mental_edge.chat_format import Message, chat_format_for
+from mental_edge.chat.formatting import Message, chat_format_for
 from mental_edge.engine.base import Generation, Sampling
-from mental_edge.engine.llama import LlamaEngine
+from mental_edge.engine.llamacpp.decoder import LlamaEngine
 from mental_edge.engine.text import StopText
 from mental_edge.tasks import load_tasks
 

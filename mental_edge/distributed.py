@@ -26,13 +26,14 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from mental_edge import cpu, store
+from mental_edge import store
 from mental_edge.analysis import Analyzer
+from mental_edge.analysis.runner import RunSummary, run_analysis, work_left
 from mental_edge.engine import load_engine
+from mental_edge.engine import threads as cpu
 from mental_edge.errors import MentalEdgeError
 from mental_edge.families import family_for
 from mental_edge.io.readers import InputRow
-from mental_edge.runner import RunSummary, run_analysis, work_left
 from mental_edge.tasks import Task, TaskSet
 
 CHUNK_ROWS = 8  # rows per chunk: small, so a lost worker costs little, yet enough to fill an engine's slots

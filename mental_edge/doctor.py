@@ -12,7 +12,8 @@ import importlib.util
 import platform
 import re
 
-from mental_edge import __version__, cpu, store
+from mental_edge import __version__, store
+from mental_edge.engine import threads as cpu
 
 # optional packages and what each one enables
 OPTIONAL = {
@@ -42,7 +43,7 @@ def store_summary() -> dict:
 
 def llama_summary() -> dict:
     try:
-        from mental_edge.engine.llama import system_info
+        from mental_edge.engine.llamacpp.decoder import system_info
     except ImportError as exc:  # llama-cpp-python missing or its library failed to load
         return {"error": f"llama-cpp-python cannot be loaded ({exc})"}
     info = system_info()
@@ -51,7 +52,7 @@ def llama_summary() -> dict:
 
 
 def cpu_summary() -> dict:
-    """The cores, how busy other work keeps them now, and the --threads default that follows (see cpu.py)."""
+    """The cores, how busy other work keeps them now, and the --threads default that follows (see engine/threads.py)."""
     choice = cpu.choose_threads(None)
     return {
         "cores": choice.cores,

@@ -7,6 +7,10 @@ from pathlib import Path
 
 import pytest
 
+# Fixtures kept beside their helpers in tests/support/: the fake engine's (fake_models) and the real-weights
+# Hugging Face checkpoint rebuilt from the SmolLM2 GGUF file (smollm2_hf_checkpoint).
+pytest_plugins = ["support.fake_engine", "support.hf_fixtures"]
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 IMHI = SHARED / "data" / "imhi"
@@ -75,8 +79,3 @@ def mount_tmpfs(tmp_path):
     yield mount
     for path in mounted:
         subprocess.run(["umount", str(path)], check=True)
-
-
-# Real-weights Hugging Face checkpoints rebuilt from GGUF files (smollm2_hf_checkpoint); the fake engine's fixture.
-from fake_engine import fake_models  # noqa: E402,F401
-from hf_fixtures import smollm2_hf_checkpoint  # noqa: E402,F401

@@ -9,16 +9,10 @@ import sys
 import time
 
 import pytest
-from click.testing import CliRunner
 from sklearn.metrics import accuracy_score, f1_score
+from support.cli import run
 
-from mental_edge.cli import main
 from mental_edge.engine import load_engine
-
-
-def run(*args, input=None):
-    result = CliRunner().invoke(main, list(map(str, args)), input=input, catch_exceptions=False)
-    return result
 
 
 def test_analyze_a_post_prints_a_label_of_the_task(smollm2_gguf):

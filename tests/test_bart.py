@@ -9,8 +9,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 from mental_edge.convert import ConversionError, convert_checkpoint
-from seq2seq_tiny import hf_answer_scores, imhi_queries, quantized_agreement, source_tokens, write_bart
-from served import complete, serving
+from support.seq2seq_tiny import hf_answer_scores, imhi_queries, quantized_agreement, source_tokens, write_bart
+from support.served import complete, serving
 from transformers import BartForConditionalGeneration, BartTokenizer, GenerationConfig
 
 from mental_edge.cli import main

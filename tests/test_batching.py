@@ -16,9 +16,9 @@ import pytest
 from test_analysis import _imhi_posts
 
 from mental_edge.analysis import Analyzer
+from mental_edge.analysis.runner import run_analysis
 from mental_edge.engine import load_engine
 from mental_edge.io.readers import InputRow
-from mental_edge.runner import run_analysis
 from mental_edge.tasks import load_tasks
 
 TASKS = ("DR", "dreaddit", "loneliness", "SAD", "CAMS")

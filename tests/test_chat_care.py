@@ -8,8 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from mental_edge import care
-from mental_edge.chat import TRANSCRIPT_FORMAT, Params, read_transcript
+from mental_edge.chat import care
+from mental_edge.chat.session import TRANSCRIPT_FORMAT, Params, read_transcript
 from mental_edge.errors import MentalEdgeError
 from mental_edge.tasks import load_tasks
 

@@ -12,12 +12,12 @@ from pathlib import Path
 import gguf
 import llama_cpp
 import pytest
-from hf_fixtures import build_smollm_tokenizer, sentencepiece_model_bytes
 from llama_cpp import _internals
+from support.hf_fixtures import build_smollm_tokenizer, sentencepiece_model_bytes
 
-from mental_edge.chat_format import Glm4Format, Llama2Format, Message, TemplateFormat, chat_format_for
+from mental_edge.chat.formatting import Glm4Format, Llama2Format, Message, TemplateFormat, chat_format_for
 from mental_edge.engine import ModelInfo, Segment, load_engine
-from mental_edge.engine.llama import LlamaEngine
+from mental_edge.engine.llamacpp.decoder import LlamaEngine
 from mental_edge.errors import MentalEdgeError
 
 LLAMA_SPM = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "vocab" / "ggml-vocab-llama-spm.gguf"

@@ -8,10 +8,10 @@ import zipfile
 import numpy as np
 import pytest
 import torch
-from convert_tiny import state_dict, write_bin, write_safetensors
 from mental_edge.convert import ConversionError
 from mental_edge.convert.arch import llama
 from mental_edge.convert.checkpoint import Checkpoint
+from support.convert_tiny import state_dict, write_bin, write_safetensors
 
 pytestmark = pytest.mark.slow  # torch: not in the fast tier
 

@@ -7,8 +7,8 @@ import os
 import pytest
 import torch
 from click.testing import CliRunner
-from convert_tiny import CONFIG, state_dict, write_bin, write_safetensors
 from mental_edge.convert import ConversionError, convert_checkpoint
+from support.convert_tiny import CONFIG, state_dict, write_bin, write_safetensors
 
 from mental_edge.cli import main
 

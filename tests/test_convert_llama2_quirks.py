@@ -20,7 +20,7 @@ import gguf
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from llama2_tiny import N_PIECES, add_pad_token, spm_tokenizer, transformers_logits, write_fine_tune
+from support.llama2_tiny import N_PIECES, add_pad_token, spm_tokenizer, transformers_logits, write_fine_tune
 from test_convert_roundtrip import llama_logits
 
 from mental_edge.cli import main

@@ -7,8 +7,8 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from mental_edge import cpu
 from mental_edge.cli import main
+from mental_edge.engine import threads as cpu
 
 
 @pytest.fixture

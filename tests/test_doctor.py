@@ -4,7 +4,7 @@ import json
 
 import llama_cpp
 from click.testing import CliRunner
-from gguf_tiny import write_tiny_gguf
+from support.gguf_tiny import write_tiny_gguf
 
 from mental_edge import store
 from mental_edge.cli import main

@@ -17,7 +17,6 @@ import csv
 import json
 
 import gguf
-import glm_tiny
 import jinja2
 import numpy as np
 import pytest
@@ -27,6 +26,7 @@ from mental_edge.convert.arch.chatglm import Hparams
 from mental_edge.convert.bpe_pre_hashes import CHECK_TEXT
 from mental_edge.convert.errors import ConversionError
 from mental_edge.convert.vocab import load_vocab
+from support import glm_tiny
 from test_convert_roundtrip import llama_logits
 
 from mental_edge.cli import main
@@ -290,7 +290,7 @@ def test_glm_typed_control_tokens_stay_text(engine, enc, vocab):
 
 
 def test_glm_query_prompt_token_by_token(engine, enc):
-    from mental_edge.prompt_format import query_format_for
+    from mental_edge.tasks.prompt_format import query_format_for
 
     fmt = query_format_for(engine.info)
     assert fmt.name == "glm"
@@ -317,7 +317,7 @@ CHAT = [
 
 
 def test_glm_three_turn_chat_token_by_token(engine, enc):
-    from mental_edge.chat_format import Glm4Format, Message, TemplateFormat, chat_format_for
+    from mental_edge.chat.formatting import Glm4Format, Message, TemplateFormat, chat_format_for
 
     messages = [Message(role, content) for role, content in CHAT]
     fmt = chat_format_for(engine)
@@ -417,7 +417,7 @@ def test_glm_ffn_13696_quantizes_to_q4_k_m_and_analyzes_a_chinese_post(wide_ffn_
 def test_glm_pull_short_names_convert_the_remote_code_layout(short, repo_id, checkpoints, monkeypatch):
     """`pull mentalglm(-chat)` against a stand-in hub holding the tiny remote-code checkpoint: the ranks file
     and configs are fetched, the checkpoint's Python files are not, and the model lands as chatglm Q4_K_M."""
-    from hub_standin import FakeRepo, HubStandIn
+    from support.hub_standin import FakeRepo, HubStandIn
     from test_pull import go_online, run
 
     from mental_edge import store

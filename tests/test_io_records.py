@@ -16,7 +16,7 @@ import pytest
 from mental_edge.errors import MentalEdgeError
 from mental_edge.io import RecordWriter, atomic_write_text
 
-HELPER = Path(__file__).with_name("_write_records.py")
+HELPER = Path(__file__).parent / "support" / "write_records.py"
 RECORD = {
     "id": "7",
     "task": "DR",

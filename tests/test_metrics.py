@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from mental_edge.metrics import UNPARSED, accuracy, confusion_matrix, f1_scores, score
+from mental_edge.report.metrics import UNPARSED, accuracy, confusion_matrix, f1_scores, score
 
 SENTINEL = "__unparsed__"
 

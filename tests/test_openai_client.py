@@ -14,9 +14,9 @@ import httpx
 import jsonschema
 import openai
 import pytest
-from served import AUTH, KEY, serving
+from support.served import AUTH, KEY, serving
 
-from mental_edge.chat_format import Message, chat_format_for
+from mental_edge.chat.formatting import Message, chat_format_for
 from mental_edge.engine import PromptText, Sampling, Segment, load_engine
 
 CTX = 512
@@ -295,7 +295,7 @@ def test_mentalbarts_engine_refuses_what_it_cannot_do_by_name(bart_served, extra
 @pytest.fixture(scope="module")
 def bart_served(imhi_dir, tmp_path_factory):
     from mental_edge.convert import convert_checkpoint
-    from seq2seq_tiny import write_bart
+    from support.seq2seq_tiny import write_bart
 
     folder = write_bart(tmp_path_factory.mktemp("bart") / "tiny-bart", imhi_dir)
     ct2 = convert_checkpoint(folder, tmp_path_factory.mktemp("bart-ct2") / "f32", outtype="f32")
@@ -305,7 +305,7 @@ def bart_served(imhi_dir, tmp_path_factory):
 
 def test_t5_completion_logprobs_are_its_engines_own_scores(imhi_dir, tmp_path_factory):
     from mental_edge.convert import convert_checkpoint
-    from seq2seq_tiny import write_t5
+    from support.seq2seq_tiny import write_t5
 
     folder = write_t5(tmp_path_factory.mktemp("t5") / "tiny-t5", imhi_dir)
     gguf = convert_checkpoint(folder, tmp_path_factory.mktemp("t5-gguf") / "t5.f32.gguf", outtype="f32")

@@ -5,14 +5,14 @@ import socket
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from gguf import LlamaFileType
-from gguf_tiny import write_tiny_gguf
-from hub_standin import FakeRepo, HubStandIn
+from support.cli import one_error_line, run
+from support.gguf_tiny import write_tiny_gguf
+from support.hub_standin import FakeRepo, HubStandIn
 
-from mental_edge import hub, pull, store
-from mental_edge.cli import main
+from mental_edge import store
 from mental_edge.errors import MentalEdgeError
+from mental_edge.store import hub, pull
 
 GGUF_REPO = "someone/Tiny-GGUF"
 CKPT_REPO = "someone/tiny-llama"
@@ -29,19 +29,6 @@ NOT_NEEDED = {
     "onnx/model.safetensors": b"another export",
     "adapter_model.safetensors": b"a LoRA",
 }
-
-
-def run(*args):
-    result = CliRunner().invoke(main, list(args))
-    assert "Traceback" not in result.output, result.output
-    return result
-
-
-def one_error_line(result) -> str:
-    assert result.exit_code == 1, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
-    return lines[0]
 
 
 def go_online(monkeypatch, url: str) -> None:

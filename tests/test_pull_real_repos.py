@@ -1,5 +1,5 @@
 """`mental-edge pull SHORT` for each known model against the stand-in hub serving exactly its real repo's file
-list (tests/real_repos.py) with tiny weights: only the data conversion needs is fetched (never *.py,
+list (tests/support/real_repos.py) with tiny weights: only the data conversion needs is fetched (never *.py,
 training_args.bin or trainer_state.json), the weights read from float32 .bin files or 10 safetensors shards
 convert to the same tensors as the original checkpoint converted locally, and the stored model runs.
 """
@@ -10,10 +10,10 @@ import csv
 
 import gguf
 import pytest
-import real_repos
-from hub_standin import FakeRepo, HubStandIn
-from llama2_tiny import spm_tokenizer
 from mental_edge.convert import convert_checkpoint
+from support import real_repos
+from support.hub_standin import FakeRepo, HubStandIn
+from support.llama2_tiny import spm_tokenizer
 from test_pull import go_online, one_error_line, run
 
 from mental_edge import store
@@ -87,7 +87,7 @@ def test_pull_mentallama(short, repo, eps, shards, monkeypatch, tmp_path, querie
 
 
 def test_pull_mentalbart_never_fetches_training_args(monkeypatch, tmp_path, imhi_dir, queries):
-    from seq2seq_tiny import source_tokens, write_bart
+    from support.seq2seq_tiny import source_tokens, write_bart
     from tokenizers import Tokenizer
 
     original = write_bart(tmp_path / "bart", imhi_dir)
@@ -118,7 +118,7 @@ def test_pull_mentalbart_never_fetches_training_args(monkeypatch, tmp_path, imhi
 
 def test_pull_mentalt5_from_one_float32_bin_and_spiece(monkeypatch, tmp_path, imhi_dir, queries):
     import sentencepiece
-    from seq2seq_tiny import source_tokens, write_t5
+    from support.seq2seq_tiny import source_tokens, write_t5
 
     original = write_t5(tmp_path / "t5", imhi_dir)
     files = real_repos.mentalt5(original)
@@ -144,7 +144,7 @@ def test_pull_mentalt5_from_one_float32_bin_and_spiece(monkeypatch, tmp_path, im
 @pytest.fixture(scope="module")
 def glm(imhi_dir, tmp_path_factory):
     """(remote-code checkpoint folder, tiktoken reference) of a tiny GLM-4 with a vocabulary trained here."""
-    import glm_tiny
+    from support import glm_tiny
 
     texts = [q for q, _ in zip(_imhi_texts(imhi_dir), range(60))] + list(glm_tiny.CHINESE_TEXTS) * 3
     ranks, _merges = glm_tiny.train_ranks(texts, 400)

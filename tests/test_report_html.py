@@ -15,11 +15,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 from sklearn.metrics import f1_score
+from support.cli import one_error_line, run
 
-from mental_edge.cli import main
-from mental_edge.stats import bootstrap
+from mental_edge.report.stats import bootstrap
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SCREENSHOT = Path(tempfile.gettempdir()) / "mental-edge-report.png"
@@ -36,20 +35,6 @@ FLAGS = [
 ROWS_PER_TASK = 40
 
 
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def one_line_error(result, *words):
-    assert result.exit_code == 1, result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit)
-    assert "Traceback" not in result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
-    for word in words:
-        assert word in lines[0], lines[0]
-
-
 @pytest.fixture
 def imhi_input(imhi_dir, tmp_path):
     """A small IMHI query file with DR (two classes) and CAMS (six) rows, as eval and analyze read them."""
@@ -64,7 +49,7 @@ def imhi_input(imhi_dir, tmp_path):
 
 
 def analyze(fake_models, source, out, salt=""):
-    fake_models.options["salt"] = salt  # another salt is another model (tests/fake_engine.py)
+    fake_models.options["salt"] = salt  # another salt is another model (tests/support/fake_engine.py)
     result = run("analyze", "-m", fake_models.path, "-i", source, "--max-tokens", "12", "-o", out)
     assert result.exit_code == 0, result.output
     return out
@@ -121,7 +106,7 @@ def test_post_text_appears_only_with_include_text(fake_models, imhi_input, tmp_p
     plain, with_text = tmp_path / "plain.html", tmp_path / "text.html"
     report(out, "-o", plain)
     assert snippet not in text_of(plain) and "Post text: not included" in plain.read_text()
-    one_line_error(run("report", out, "-o", tmp_path / "x.html", "--include-text"), "--data")
+    one_error_line(run("report", out, "-o", tmp_path / "x.html", "--include-text"), "--data")
     report(out, "-o", with_text, "--include-text", "--data", imhi_input)
     assert snippet.replace('"', "&quot;") in with_text.read_text().replace("&#x27;", "'")
 
@@ -163,7 +148,7 @@ def test_gold_labels_from_a_column_of_the_input(fake_models, tmp_path):
     page = tmp_path / "r.html"
     report(out, "-o", page, "--data", source, "--gold-column", "mine", "--id-column", "id")
     assert "Scored on 3 rows with gold labels" in page.read_text()
-    one_line_error(run("report", out, "-o", page, "--data", source, "--gold-column", "nope"), str(source), "'nope'")
+    one_error_line(run("report", out, "-o", page, "--data", source, "--gold-column", "nope"), str(source), "'nope'")
     own = tmp_path / "own.jsonl"  # or a column of the records themselves
     own.write_text("".join(json.dumps(dict(r, mine=g)) + "\n" for r, g in zip(records(out), ["yes", "no", "yes"])))
     report(own, "-o", page, "--gold-column", "mine")
@@ -204,9 +189,9 @@ def test_what_is_not_mental_edge_output_is_one_line_naming_the_file(imhi_input, 
         (tmp_path / "missing.jsonl", ["no such file"]),
         (tmp_path / "notes.txt", ["no such file"]),
     ):
-        one_line_error(run("report", path, "-o", tmp_path / "r.html"), str(path), *words)
+        one_error_line(run("report", path, "-o", tmp_path / "r.html"), str(path), *words)
     (tmp_path / "notes.txt").write_text("hello\n")
-    one_line_error(run("report", tmp_path / "notes.txt", "-o", tmp_path / "r.html"), "not mental-edge output")
+    one_error_line(run("report", tmp_path / "notes.txt", "-o", tmp_path / "r.html"), "not mental-edge output")
     assert not (tmp_path / "r.html").exists()
 
 
@@ -214,7 +199,7 @@ def test_without_matplotlib_the_command_says_what_to_install(fake_models, tmp_pa
     out = tmp_path / "run.jsonl"
     assert run("analyze", "-m", fake_models.path, "--task", "DR", "-o", out, "a post").exit_code == 0
     monkeypatch.setitem(__import__("sys").modules, "matplotlib", None)  # import matplotlib now fails
-    one_line_error(run("report", out, "-o", tmp_path / "r.html"), "pip install 'mental-edge[report]'")
+    one_error_line(run("report", out, "-o", tmp_path / "r.html"), "pip install 'mental-edge[report]'")
 
 
 def test_eval_without_matplotlib_still_writes_its_reports_and_says_what_to_install(fake_models, imhi_input, tmp_path,

@@ -10,7 +10,7 @@ import pytest
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
 from mental_edge.errors import MentalEdgeError
-from mental_edge.reports import (
+from mental_edge.report.eval_report import (
     build_report,
     compare_reports,
     load_report,

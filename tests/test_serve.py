@@ -18,7 +18,7 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from mental_edge.chat_format import Message, chat_format_for
+from mental_edge.chat.formatting import Message, chat_format_for
 from mental_edge.cli import main
 from mental_edge.engine import Request, load_engine
 

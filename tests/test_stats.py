@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, brier_score_loss, f1_score
 
-from mental_edge.stats import bootstrap, calibration, chosen_probability, paired_bootstrap
+from mental_edge.report.stats import bootstrap, calibration, chosen_probability, paired_bootstrap
 
 LABELS = ["none", "bias", "jobs", "medication"]
 

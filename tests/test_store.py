@@ -6,27 +6,12 @@ import os
 import stat
 
 import pytest
-from click.testing import CliRunner
 from gguf import LlamaFileType
-from gguf_tiny import write_tiny_gguf
+from support.cli import one_error_line, run
+from support.gguf_tiny import write_tiny_gguf
 
 from mental_edge import store
-from mental_edge.cli import main
 from mental_edge.errors import MentalEdgeError
-
-
-def run(*args):
-    result = CliRunner().invoke(main, list(args))
-    assert "Traceback" not in result.output, result.output
-    return result
-
-
-def one_error_line(result) -> str:
-    """A failed command says one line `Error: ...` and exits 1."""
-    assert result.exit_code == 1, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
-    return lines[0]
 
 
 def test_import_list_resolve_remove_real_model(smollm2_gguf, isolated_home):

@@ -12,13 +12,13 @@ import torch
 from click.testing import CliRunner
 from mental_edge.convert import ConversionError, convert_checkpoint
 from mental_edge.convert.arch import t5 as t5_arch
-from seq2seq_tiny import hf_answer_scores, imhi_queries, quantized_agreement, source_tokens, write_t5
-from served import complete, serving
+from support.seq2seq_tiny import hf_answer_scores, imhi_queries, quantized_agreement, source_tokens, write_t5
+from support.served import complete, serving
 from transformers import AutoTokenizer, T5ForConditionalGeneration
 
 from mental_edge.cli import main
 from mental_edge.engine import Seq2SeqPrompt, load_engine
-from mental_edge.engine.llama_t5 import LlamaT5Engine
+from mental_edge.engine.llamacpp.t5 import LlamaT5Engine
 from mental_edge.errors import MentalEdgeError
 from mental_edge.tasks import load_tasks
 

@@ -10,10 +10,11 @@ import re
 import shutil
 import sys
 
-import glm_tiny
 import pytest
 from click.testing import CliRunner
-from seq2seq_tiny import write_t5
+from support import glm_tiny
+from support.cli import one_error_line
+from support.seq2seq_tiny import write_t5
 
 from mental_edge.cli import main
 
@@ -41,13 +42,6 @@ def figures(output: str) -> dict:
         "labels": (int(labels[1]), int(labels[2])),
         "label_prob": float(re.search(r"largest label probability difference: (\S+)", output)[1]),
     }
-
-
-def one_error_line(result) -> str:
-    assert result.exit_code == 1, result.output
-    lines = [line for line in result.output.splitlines() if line.strip() and not line.startswith("  ")]
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
-    return lines[0]
 
 
 def convert(src, out, outtype="f16"):
@@ -113,7 +107,9 @@ def test_against_q8_0_is_closer_to_f16_than_q4_k_m(smol, imhi_dir):
 
 
 def test_reference_of_another_architecture_is_one_line(smol, glm, imhi_dir):
-    line = one_error_line(verify(smol["f16"], "--reference", glm["native"], "--data", imhi_dir, *ROWS))
+    line = one_error_line(
+        verify(smol["f16"], "--reference", glm["native"], "--data", imhi_dir, *ROWS), besides_indented=True
+    )
     assert "is a chatglm model; the model file is llama" in line
 
 
@@ -125,7 +121,7 @@ def test_reference_of_another_vocabulary_is_one_line(smol, smollm2_hf_checkpoint
     a, b = vocab["Ġthe"], vocab["Ġand"]  # two ids swapped: same size, another vocabulary
     vocab["Ġthe"], vocab["Ġand"] = b, a
     (other / "tokenizer.json").write_text(json.dumps(tok))
-    line = one_error_line(verify(smol["f16"], "--reference", other, "--data", imhi_dir, *ROWS))
+    line = one_error_line(verify(smol["f16"], "--reference", other, "--data", imhi_dir, *ROWS), besides_indented=True)
     assert "has another vocabulary: it tokenizes the first query differently" in line
 
 
@@ -135,7 +131,7 @@ def test_a_file_that_is_not_a_conversion_of_the_reference_is_one_line(smol, smol
     config = json.loads((other / "config.json").read_text())
     config["num_hidden_layers"] -= 1
     (other / "config.json").write_text(json.dumps(config))
-    line = one_error_line(verify(smol["f16"], "--reference", other, "--data", imhi_dir, *ROWS))
+    line = one_error_line(verify(smol["f16"], "--reference", other, "--data", imhi_dir, *ROWS), besides_indented=True)
     assert "the model file is not a conversion of" in line and "layers 30 in the file, 29" in line
 
 
@@ -143,13 +139,15 @@ def test_an_uncheckable_layout_and_a_missing_extra_are_one_line(smol, smollm2_hf
     odd = tmp_path / "gpt2"
     odd.mkdir()
     (odd / "config.json").write_text(json.dumps({"architectures": ["GPT2LMHeadModel"]}))
-    line = one_error_line(verify(smol["f16"], "--reference", odd, "--data", imhi_dir, *ROWS))
+    line = one_error_line(verify(smol["f16"], "--reference", odd, "--data", imhi_dir, *ROWS), besides_indented=True)
     assert "the layout GPT2LMHeadModel cannot be checked" in line
     with pytest.MonkeyPatch.context() as mp:
         mp.setitem(sys.modules, "torch", None)  # import torch now fails, as without the extra
-        line = one_error_line(verify(smol["f16"], "--reference", smollm2_hf_checkpoint, "--data", imhi_dir, *ROWS))
+        line = one_error_line(
+            verify(smol["f16"], "--reference", smollm2_hf_checkpoint, "--data", imhi_dir, *ROWS), besides_indented=True
+        )
     assert "pip install 'mental-edge[verify]'" in line
-    line = one_error_line(verify(smol["f16"], "--data", imhi_dir))
+    line = one_error_line(verify(smol["f16"], "--data", imhi_dir), besides_indented=True)
     assert "--reference CHECKPOINT_DIR or --against OTHER_MODEL" in line
 
 
@@ -240,7 +238,7 @@ def test_pull_verify_keeps_the_verdict_in_the_store_and_models_shows_it(
 ):
     """Against the hub stand-in: a tiny LLaMA checkpoint downloaded, converted to f16, quantized to Q8_0; the f16
     checked against the checkpoint and the Q8_0 against the f16 before either is removed."""
-    from hub_standin import FakeRepo, HubStandIn
+    from support.hub_standin import FakeRepo, HubStandIn
     from test_pull import go_online, tiny_llama_files
 
     from mental_edge import store
@@ -277,7 +275,7 @@ def test_verify_loads_torch_only_when_it_checks_against_a_checkpoint():
     import subprocess
 
     code = (
-        "import sys, mental_edge.cli, mental_edge.verify, mental_edge.verify_reference, mental_edge.pull;"
+        "import sys, mental_edge.cli, mental_edge.verify, mental_edge.verify.reference, mental_edge.store.pull;"
         "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -288,7 +286,7 @@ def test_verify_loads_torch_only_when_it_checks_against_a_checkpoint():
 
 
 def test_bart_conversion_passes_and_a_wrong_embedding_scale_fails(imhi_dir, tmp_path):
-    from seq2seq_tiny import write_bart
+    from support.seq2seq_tiny import write_bart
 
     ckpt = write_bart(tmp_path / "bart", imhi_dir)
     wrong = shutil.copytree(ckpt, tmp_path / "wrong-scale")

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import gguf
 import pytest
-from hf_fixtures import gguf_to_sentencepiece_folder
 from mental_edge.convert.errors import ConversionError
 from mental_edge.convert.vocab import load_vocab
+from support.hf_fixtures import gguf_to_sentencepiece_folder
 
 SHARED_VOCAB = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "vocab"
 LLAMA_SPM = SHARED_VOCAB / "ggml-vocab-llama-spm.gguf"

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from mental_edge.analysis import DEFAULT_MAX_TOKENS, Analyzer
+from mental_edge.analysis.runner import FIELDS, run_analysis
 from mental_edge.cli import main
 from mental_edge.cli.common import model_options, open_engine, sampling_options
 from mental_edge.distributed import RayAnalysis, model_spec
@@ -19,12 +20,11 @@ from mental_edge.families import family_for
 from mental_edge.io.lock import hold_output
 from mental_edge.io.readers import input_files, is_imhi_file, read_file, read_input
 from mental_edge.io.records import RecordWriter
-from mental_edge.prompt_format import FORMATS
-from mental_edge.report_html import write_page
-from mental_edge.report_runs import load_run
-from mental_edge.reports import build_report, render_table, save_report
-from mental_edge.runner import FIELDS, run_analysis
+from mental_edge.report.eval_report import build_report, render_table, save_report
+from mental_edge.report.html import write_page
+from mental_edge.report.runs import load_run
 from mental_edge.tasks import load_tasks
+from mental_edge.tasks.prompt_format import FORMATS
 
 
 def analysis_options(func):

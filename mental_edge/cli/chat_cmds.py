@@ -22,7 +22,7 @@ from mental_edge.cli.common import model_options, open_engine
 @model_options(slots=False)
 def chat_command(task, system, country, no_history, model_opts):
     """Talk to a model, or analyse posts one by one (/task), in the terminal."""
-    from mental_edge.chat import chat
+    from mental_edge.chat.session import chat
 
     model = model_opts["model"]
     click.echo(f"Loading {Path(model).name if model else 'the store model'} ...", err=True)

@@ -6,8 +6,9 @@ import functools
 
 import click
 
-from mental_edge import cpu, store
+from mental_edge import store
 from mental_edge.engine import Engine, Sampling, load_engine
+from mental_edge.engine import threads as cpu
 
 
 def model_options(func=None, *, slots: bool = True):
@@ -100,7 +101,7 @@ def open_engine(model: str | None, n_ctx=None, threads=None, gpu_layers=None, sl
     """Load a model by store name or path; with no name, the store's only model.
 
     Threads default to the cores free now; a line on stderr says when the machine's load changed that or
-    questions a --threads given (cpu.py)."""
+    questions a --threads given (engine/threads.py)."""
     choice = cpu.choose_threads(threads)
     if choice.note:
         click.echo(f"mental-edge: {choice.note}", err=True)

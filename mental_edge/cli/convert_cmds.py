@@ -19,7 +19,7 @@ def _checkpoint(src: str, revision: str | None, need_tokenizer: bool) -> tuple[P
         return Path(src), None, revision
     if Path(src).exists() or src.startswith((".", "/", "~")) or src.count("/") != 1:
         raise MentalEdgeError(f"{src}: no such checkpoint folder (and not a hub id such as klyang/MentaLLaMA-chat-7B)")
-    from mental_edge import hub, pull
+    from mental_edge.store import hub, pull
 
     folder = pull.download_checkpoint(src, revision, need_tokenizer=need_tokenizer)
     repo, sha = hub.checkpoint_source(folder) or (src, revision)
@@ -54,7 +54,7 @@ def convert(src, output, outtype, quant, revision, tokenizer_from):
 
     tokenizer = None
     if tokenizer_from is not None:  # before a checkpoint is downloaded
-        from mental_edge.pull import tokenizer_folder
+        from mental_edge.store.pull import tokenizer_folder
 
         tokenizer = tokenizer_folder(tokenizer_from, say=say)
     folder, repo, revision = _checkpoint(src, revision, need_tokenizer=tokenizer is None)

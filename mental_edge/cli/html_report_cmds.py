@@ -4,10 +4,10 @@ import click
 
 from mental_edge.cli import main
 from mental_edge.errors import MentalEdgeError
-from mental_edge.report_figures import require
-from mental_edge.report_html import write_page
-from mental_edge.report_runs import add_data, load_run
-from mental_edge.stats import RESAMPLES, SEED
+from mental_edge.report.charts import require
+from mental_edge.report.html import write_page
+from mental_edge.report.runs import add_data, load_run
+from mental_edge.report.stats import RESAMPLES, SEED
 
 
 @main.command("report")

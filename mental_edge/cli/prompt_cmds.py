@@ -46,7 +46,7 @@ def prompt_command(task_name, form, prompts_dir, text, model_opts):
 
 def _model_wrapper(model_opts: dict):
     """The exact text a model is fed for a task: its form, its query format, BOS where the file adds one."""
-    from mental_edge.prompt_format import form_for, query_format_for
+    from mental_edge.tasks.prompt_format import form_for, query_format_for
 
     engine = open_engine(**model_opts)
     fmt = query_format_for(engine.info)

@@ -3,7 +3,7 @@
 import click
 
 from mental_edge.cli import main
-from mental_edge.reports import compare_reports, load_report, render_comparison
+from mental_edge.report.eval_report import compare_reports, load_report, render_comparison
 
 
 @main.command("compare")

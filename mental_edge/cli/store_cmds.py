@@ -5,7 +5,7 @@ import click
 from mental_edge import store
 from mental_edge.cli import main
 from mental_edge.cli.common import say
-from mental_edge.pull import pull as pull_model
+from mental_edge.store.pull import pull as pull_model
 
 _COLUMNS = ("NAME", "ARCHITECTURE", "QUANT", "SIZE", "SHA256", "SOURCE", "REVISION", "VERIFIED")
 
@@ -34,7 +34,8 @@ def pull(name_or_repo, quant, revision, outtype, keep_download, verify_data, tok
     """Download a model (short name or hub id), convert it if needed, and add it to the store."""
     check = None
     if verify_data is not None:
-        from mental_edge import verify, verify_reference
+        from mental_edge import verify
+        from mental_edge.verify import reference as verify_reference
 
         verify_reference.check_extra()  # before gigabytes are downloaded
         check = verify.pull_check(verify_data, say=say)

@@ -42,14 +42,16 @@ def load_engine(
 ) -> Engine:
     """Open a model: a GGUF file runs on llama.cpp (T5 through its encoder-decoder path), a CTranslate2 model
     folder (MentalBART) on CTranslate2. `exact`: batched results equal the one-at-a-time ones to the bit (llama.cpp
-    decoder-only models; engine/llama.py DEFAULT_EXACT)."""
+    decoder-only models; engine/llamacpp/decoder.py DEFAULT_EXACT)."""
+    from mental_edge.families import family_for
+
     path = Path(path)
-    if path.is_file() and gguf_architecture(path) in ENCODER_DECODER_ARCHS:
-        from mental_edge.engine.llama_t5 import LlamaT5Engine
+    if path.is_file() and family_for(gguf_architecture(path) or "").engine == "llama.cpp-t5":
+        from mental_edge.engine.llamacpp.t5 import LlamaT5Engine
 
         return LlamaT5Engine(path, n_ctx=n_ctx, threads=threads, gpu_layers=gpu_layers, name=name)
     if path.is_file():
-        from mental_edge.engine.llama import LlamaEngine
+        from mental_edge.engine.llamacpp.decoder import LlamaEngine
 
         return LlamaEngine(
             path, n_ctx=n_ctx, threads=threads, gpu_layers=gpu_layers, name=name, slots=slots, exact=exact
@@ -61,9 +63,6 @@ def load_engine(
     if path.is_dir():
         raise MentalEdgeError(f"{path}: a folder is not a model this installation can run (expected a .gguf file)")
     raise MentalEdgeError(f"{path}: no such model file")
-
-
-ENCODER_DECODER_ARCHS = ("t5",)
 
 
 def gguf_architecture(path: Path) -> str | None:

@@ -17,6 +17,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import Generic, Protocol, TypeVar
 
+import numpy as np
+
+from mental_edge.errors import MentalEdgeError
+
 
 @dataclass(frozen=True)
 class Segment:
@@ -323,6 +327,11 @@ class Engine(ABC):
         """A fresh runner keeping `slots` requests in flight, for a source that may never end (a server's
         queue); None when this engine runs one request at a time."""
         return None
+
+    def prompt_logits(self, prompt: list[int] | Seq2SeqPrompt) -> np.ndarray:
+        """The logits at every position of `prompt`, one row a position (`mental-edge verify` compares them with
+        a reference's). Engines that cannot say so here; those that can list "prompt_logits" in `features`."""
+        raise MentalEdgeError(f"{type(self).__name__} gives no logits per position, so it cannot be verified")
 
     def check_request(self, req: Request) -> None:  # noqa: B027 - most engines can run any request
         """Raise MentalEdgeError when this engine could never run `req` (say, its cache cannot hold it)."""

@@ -33,6 +33,7 @@ def _import_ctranslate2():
 
 class CT2Engine(Engine):
     encoder_decoder = True
+    features = frozenset({"prompt_logits"})
 
     def __init__(
         self,

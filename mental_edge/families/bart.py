@@ -3,6 +3,14 @@ encoder's source; no chat layout of its own."""
 
 from __future__ import annotations
 
-from mental_edge.families.base import RAW, Family
+from mental_edge.families.base import RAW, Family, HubModel
 
-FAMILY = Family("bart", language="en", form="completion", query_format=RAW)
+FAMILY = Family(
+    "bart",
+    language="en",
+    form="completion",
+    query_format=RAW,
+    engine="ctranslate2",
+    checkpoints={"BartForConditionalGeneration": "bart"},
+    hub_models=(HubModel("mentalbart", "Tianlin668/MentalBART", None, outtype="int8", folder=True),),
+)

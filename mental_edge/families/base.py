@@ -3,10 +3,10 @@ a chat template in the model file, how it lays out a conversation. The family mo
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
-from mental_edge.engine import Engine, PromptText, Segment, Seq2SeqPrompt
+from mental_edge.engine.base import Engine, PromptText, Segment, Seq2SeqPrompt
 
 
 @dataclass(frozen=True)
@@ -51,13 +51,39 @@ class ChatFormat:
 
 
 @dataclass(frozen=True)
+class HubModel:
+    """A model `pull` knows by a short name: its hub repo and how it is converted by default."""
+
+    short: str
+    repo: str
+    quant: str | None  # the default --quant
+    outtype: str = "f16"
+    folder: bool = False  # converted to a CTranslate2 folder, not a GGUF file
+
+
+@dataclass(frozen=True)
 class Family:
-    """A family's defaults: `language` of the tasks it runs by default ("en", "zh"), the task `form` it was
-    trained on for English tasks, its `query_format` (a run's --prompt-format overrides it) and `chat_format`,
-    made from the model's BOS and EOS text, for a model file without a chat template (None: it has none)."""
+    """Everything the package knows of a model family, so that no other module keeps a table of families.
+
+    `name` is the model file's architecture (GGUF `general.architecture`; "bart" for a CTranslate2 folder).
+    Runtime defaults: `language` of the tasks it runs by default ("en", "zh"), the task `form` it was trained on
+    for English tasks, its `query_format` (a run's --prompt-format overrides it) and `chat_format`, made from the
+    model's BOS and EOS text, for a model file without a chat template (None: it has none).
+    What the rest needs: `engine`, the backend that runs its files ("llama.cpp", "llama.cpp-t5" through the
+    encoder-decoder API, "ctranslate2"); `checkpoints`, the Hugging Face `architectures[0]` it converts from, each
+    with how `verify` loads that checkpoint in transformers ("causal", "glm-remote", "seq2seq", "bart"); the
+    converter itself is convert/arch/ (GGUF) or convert/bart_ct2.py, which never import the runtime; `hub_models`,
+    the short names `pull` knows."""
 
     name: str
     language: str
     form: str
     query_format: QueryFormat = RAW
     chat_format: Callable[[str, str], ChatFormat] | None = None
+    engine: str = "llama.cpp"
+    checkpoints: Mapping[str, str] = field(default_factory=dict)
+    hub_models: tuple[HubModel, ...] = ()
+
+    @property
+    def encoder_decoder(self) -> bool:
+        return self.engine != "llama.cpp"

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from mental_edge.engine import Segment
-from mental_edge.families.base import ChatFormat, Family, Message, QueryFormat
+from mental_edge.engine.base import Segment
+from mental_edge.families.base import ChatFormat, Family, HubModel, Message, QueryFormat
 
 GLM_QUERY = QueryFormat(
     "glm",
@@ -37,4 +37,13 @@ FAMILY = Family(
     form="instruction",
     query_format=GLM_QUERY,
     chat_format=lambda bos, eos: Glm4Format(),
+    checkpoints={
+        "GlmForCausalLM": "causal",
+        "ChatGLMModel": "glm-remote",
+        "ChatGLMForConditionalGeneration": "glm-remote",
+    },
+    hub_models=(
+        HubModel("mentalglm", "zwzzz/MentalGLM", "Q4_K_M"),
+        HubModel("mentalglm-chat", "zwzzz/MentalGLM-chat", "Q4_K_M"),
+    ),
 )

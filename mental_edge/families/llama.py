@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from mental_edge.engine import Segment
-from mental_edge.families.base import RAW, ChatFormat, Family, Message
+from mental_edge.engine.base import Segment
+from mental_edge.families.base import RAW, ChatFormat, Family, HubModel, Message
 
 
 class Llama2Format(ChatFormat):
@@ -46,4 +46,9 @@ FAMILY = Family(
     form="instruction",
     query_format=RAW,
     chat_format=lambda bos, eos: Llama2Format(bos or "<s>", eos or "</s>"),
+    checkpoints={"LlamaForCausalLM": "causal", "MistralForCausalLM": "causal"},
+    hub_models=(
+        HubModel("mentallama-7b", "klyang/MentaLLaMA-chat-7B", "Q4_K_M"),
+        HubModel("mentallama-13b", "klyang/MentaLLaMA-chat-13B", "Q4_K_M"),
+    ),
 )

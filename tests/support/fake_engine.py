@@ -46,7 +46,7 @@ WORDS = tuple(
 PIECE = re.compile(r"\s*\S+|\s+")  # a word with the whitespace before it; trailing whitespace
 _CONTROL = re.compile("|".join(re.escape(text) for text in sorted(CONTROLS, key=len, reverse=True)))
 _PIECES: dict[int, str] = {}  # id -> text of every plain piece seen (ids are hashes: the same in every instance)
-ENGINE_NAME = "fake (tests/fake_engine.py)"
+ENGINE_NAME = "fake (tests/support/fake_engine.py)"
 CONTROL_TEXT_MARKED = "\x01</s>\x01"  # the end token as the fake model reads it
 END_PENALTY = 1.0  # makes answers a few dozen words long on average
 
@@ -362,5 +362,5 @@ def fake_models(tmp_path, monkeypatch) -> FakeModels:
     covers that) and no command waits to sample it."""
     models = FakeModels(tmp_path)
     monkeypatch.setattr("mental_edge.cli.common.load_engine", models.load)
-    monkeypatch.setattr("mental_edge.cpu.busy_cores", lambda seconds=0.0: 0.0)
+    monkeypatch.setattr("mental_edge.engine.threads.busy_cores", lambda seconds=0.0: 0.0)
     return models

@@ -1,10 +1,10 @@
 """`mental-edge verify`: how closely a model file follows its reference, on a few IMHI rows per task.
 
-The reference is the Hugging Face checkpoint run by transformers (`verify_reference`, the `verify` extra), or
+The reference is the Hugging Face checkpoint run by transformers (`verify/reference.py`, the `verify` extra), or
 another model file (`--against`: the quantization report). Both sides see the same token ids: the model file's
 own tokenization of each prompt and of each label's answer sentence, as `Analyzer` builds them.
 
-The two models are never held at once: the model file runs first and keeps what `verify_figures` needs per
+The two models are never held at once: the model file runs first and keeps what `verify/measures.py` needs per
 position; it is then freed and the reference runs, compared as it goes. What can be checked before the long run
 (architecture, layers, width, vocabulary) is, each as one line.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from mental_edge.engine import Engine
 from mental_edge.errors import MentalEdgeError
-from mental_edge.verify_figures import (
+from mental_edge.verify.measures import (
     Item,
     Report,
     Say,
@@ -192,8 +192,8 @@ def verify_reference(
     say=None,
 ) -> Report:
     """The model file against the Hugging Face checkpoint it was converted from, run by transformers."""
-    from mental_edge import verify_reference as hf
     from mental_edge.tasks import load_tasks
+    from mental_edge.verify import reference as hf
 
     checkpoint = Path(checkpoint)
     hf.check_extra()

@@ -1,6 +1,6 @@
 """What a report page shows, as plain data: per-task figures of one run, and run-vs-run comparisons.
 
-No HTML and no plotting here (report_html and report_figures draw this), so every figure on the page can be
+No HTML and no plotting here (html.py and charts.py draw this), so every figure on the page can be
 checked in a test without a browser. Notes (a task without gold labels, a single gold class, runs over
 different rows) are part of the data: the page states them instead of failing.
 """
@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from mental_edge.metrics import UNPARSED, present_labels, score
-from mental_edge.report_runs import Row, Run
-from mental_edge.stats import RESAMPLES, SEED, bootstrap, calibration, chosen_probability, paired_bootstrap
+from mental_edge.report.metrics import UNPARSED, present_labels, score
+from mental_edge.report.runs import Row, Run
+from mental_edge.report.stats import RESAMPLES, SEED, bootstrap, calibration, chosen_probability, paired_bootstrap
 
 EXPLANATIONS_PER_LABEL = 3
 IDS_SHOWN = 200  # row ids listed per group before "and N more"

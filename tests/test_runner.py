@@ -1,16 +1,16 @@
 """The runner and the analyzer on FakeEngine (fast tier): batched runs in input order, resume's `done` set,
 limits, IMHI rows, streaming, and the encoder-decoder path.
 
-Expected labels come from the fake model's definition (`text_logprob`), as in test_fast_cli.py.
+Expected labels come from the fake model's definition (`text_logprob`), as in test_cli_commands.py.
 """
 
 import pytest
-from fake_engine import EOS, FakeEngine, expected, expected_explanation, text_logprob
-from test_fast_cli import POSTS
+from support.fake_engine import EOS, FakeEngine, expected, expected_explanation, text_logprob
+from test_cli_commands import POSTS
 
 from mental_edge.analysis import Analyzer
+from mental_edge.analysis.runner import run_analysis, work_left
 from mental_edge.io.readers import InputRow
-from mental_edge.runner import run_analysis, work_left
 from mental_edge.tasks import load_tasks
 
 TASKS = load_tasks()

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import click
 
-from mental_edge import care
 from mental_edge.analysis import analyze_post
-from mental_edge.chat_format import Message, chat_format_for
-from mental_edge.chat_input import LineReader
+from mental_edge.chat import care
+from mental_edge.chat.formatting import Message, chat_format_for
+from mental_edge.chat.line_input import LineReader
 from mental_edge.engine import Engine, Sampling
 from mental_edge.errors import MentalEdgeError
 from mental_edge.families import family_for

@@ -2,7 +2,7 @@
 
 One context holds sequence 0 (the running prompt, reused from call to call by its longest common prefix) and
 spare sequences for scoring candidate answers side by side on a shared copy of the prompt's cache. With more than
-one slot, `run_requests` keeps several requests in flight through `llama_batch.Batcher`, which drives the engine
+one slot, `run_requests` keeps several requests in flight through `batcher.Batcher`, which drives the engine
 through its batch interface (the section of that name below) and nothing else.
 """
 
@@ -19,8 +19,8 @@ from gguf import GGMLQuantizationType
 from llama_cpp import _internals
 
 from mental_edge.engine.base import Generation, ModelInfo, Request, Sampling
-from mental_edge.engine.llama_batch import Batcher, cells_needed
-from mental_edge.engine.llama_common import (
+from mental_edge.engine.llamacpp.batcher import Batcher, cells_needed
+from mental_edge.engine.llamacpp.common import (
     FILE_TYPES,
     ContextOverflow,
     LlamaCppEngine,
@@ -100,7 +100,7 @@ class LlamaEngine(LlamaCppEngine):
         self.value_type = CPU_VALUE_TYPE if cpu_exact else GGMLQuantizationType.F16
         self.flash_attn = "on" if cpu_exact else "auto"  # on the CPU, cells summed in cell order (see above)
         self.pair_outputs = cpu_exact  # see _pair_outputs
-        self.ordered_cells = cpu_exact  # the batcher frees no cell within a run (engine/llama_batch.py)
+        self.ordered_cells = cpu_exact  # the batcher frees no cell within a run (engine/llamacpp/batcher.py)
         meta = self._model.metadata()
         sizing = self._cache_cells(meta, slots, gpu=gpu_layers != 0)
         self.slots, self.n_cells = sizing.slots, sizing.cells
@@ -251,7 +251,7 @@ class LlamaEngine(LlamaCppEngine):
         """Before sequence 0 is cut to `keep`: take in the kept answer `tokens` go on with (its cells become
         sequence 0's, so the sentence is not read again), or let the kept cells go. They are freed only once no
         cell of sequence 0 lies above them: llama.cpp places new tokens in the lowest free cells and sums a
-        sequence's cells in cell order, so sequence 0's cells stay in position order (see llama_batch)."""
+        sequence's cells in cell order, so sequence 0's cells stay in position order (see batcher.py)."""
         kept = self._kept
         if kept is None:
             return keep
@@ -280,12 +280,7 @@ class LlamaEngine(LlamaCppEngine):
         for seq in [self.retired_seq] if kept.held else [q for _, q in kept.paths]:
             self._ctx.kv_cache_seq_rm(seq, -1, -1)
 
-    # -- the batch interface --------------------------------------------------------------------
-    # What `llama_batch.Batcher` drives the engine through, besides `log_probs`, `token_logprob`, `new_sampler`,
-    # `token_bytes`, `is_end` and these attributes: `slots` (sequences 0..slots-1, one per request in flight),
-    # `score_seqs` (the next ones, for candidates), `retired_seq` (holder of cells no request needs), `n_cells` (the
-    # cache), `n_batch` (tokens per decode), `n_ctx` (one sequence's limit) and `ordered_cells` (keep every
-    # sequence's cells in position order: no cell freed within a run).
+    # -- the batch interface (batcher.BatchEngine, which the Batcher is typed against) ----------------------
 
     def clear_cache(self) -> None:
         """Empty the cache: every sequence's cells free, the next tokens placed from cell 0."""

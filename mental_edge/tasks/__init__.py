@@ -2,7 +2,7 @@
 
 A task family is data (prompts/tasks/<family>.json) plus Jinja templates (prompts/templates/*.j2); a
 family with several questions (Irf, MultiWD) gives one Task per question, named `<family>-<question>`.
-Definitions are read by `mental_edge.task_files`; a user folder (`--prompts DIR` or
+Definitions are read by `mental_edge.tasks.files`; a user folder (`--prompts DIR` or
 $MENTAL_EDGE_PROMPTS) adds families or replaces them, and replaces templates by file name.
 
 Templates run in jinja2's immutable sandbox with the post passed as a variable, so whatever a post
@@ -23,7 +23,7 @@ import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from mental_edge.errors import MentalEdgeError
-from mental_edge.task_files import FORMS, read_definitions
+from mental_edge.tasks.files import FORMS, read_definitions
 
 __all__ = ["FORMS", "Task", "TaskSet", "load_tasks"]
 

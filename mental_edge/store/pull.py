@@ -9,17 +9,18 @@ from __future__ import annotations
 import re
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
-from mental_edge import hub
 from mental_edge.errors import MentalEdgeError
+from mental_edge.families import HubModel, hub_models
 from mental_edge.store import (
     ModelEntry,
     default_name,
     describe,
     downloads_dir,
     get_model,
+    hub,
     model_path,
     models_dir,
     register,
@@ -29,26 +30,7 @@ Say = Callable[[str], None]
 Check = Callable[[Path, Path, "Path | None"], dict]  # (checkpoint folder, converted file, quantized file)
 
 
-@dataclass(frozen=True)
-class KnownModel:
-    short: str
-    repo: str
-    quant: str | None  # the default --quant
-    outtype: str = "f16"
-    folder: bool = False  # converted to a CTranslate2 folder, not a GGUF file
-
-
-KNOWN_MODELS = {
-    m.short: m
-    for m in (
-        KnownModel("mentallama-7b", "klyang/MentaLLaMA-chat-7B", "Q4_K_M"),
-        KnownModel("mentallama-13b", "klyang/MentaLLaMA-chat-13B", "Q4_K_M"),
-        KnownModel("mentalglm", "zwzzz/MentalGLM", "Q4_K_M"),
-        KnownModel("mentalglm-chat", "zwzzz/MentalGLM-chat", "Q4_K_M"),
-        KnownModel("mentalt5", "Tianlin668/MentalT5", "Q8_0"),
-        KnownModel("mentalbart", "Tianlin668/MentalBART", None, outtype="int8", folder=True),
-    )
-}
+KNOWN_MODELS = hub_models()
 # Models that arrive inside a PyPI package rather than from a hub: pull imports them from site-packages.
 PACKAGED_MODELS = {
     # SmolLM2-135M-Instruct (Apache-2.0): not a mental-health model, the small real model for trying things out
@@ -57,7 +39,7 @@ PACKAGED_MODELS = {
 _REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
-def known_model(name_or_repo: str) -> KnownModel | None:
+def known_model(name_or_repo: str) -> HubModel | None:
     """A known model by short name or by its hub id, in any case."""
     key = name_or_repo.lower()
     return next((m for m in KNOWN_MODELS.values() if key in (m.short, m.repo.lower())), None)

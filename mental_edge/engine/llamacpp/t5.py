@@ -20,7 +20,7 @@ import numpy as np
 from llama_cpp import _internals
 
 from mental_edge.engine.base import Generation, Sampling, Seq2SeqPrompt
-from mental_edge.engine.llama_common import (
+from mental_edge.engine.llamacpp.common import (
     ContextOverflow,
     LlamaCppEngine,
     check_gguf,
@@ -35,7 +35,7 @@ SCORE_SEQS = 8  # decoder sequences scored in one batch
 
 
 class LlamaT5Engine(LlamaCppEngine):
-    """Tokens, pieces and sampling as every llama.cpp engine (llama_common); evaluation through the encoder and a
+    """Tokens, pieces and sampling as every llama.cpp engine (llamacpp/common.py); evaluation through the encoder and a
     fresh decoder, one request at a time."""
 
     encoder_decoder = True

@@ -64,7 +64,7 @@ def mentallama(folder: Path, tokenizer: Path, eps: float, shards: int) -> dict[s
     """klyang/MentaLLaMA-chat-7B/-13B: float32 .bin shards + index, LLaMA-2's tokenizer.model; rms_norm_eps as
     each config says (1e-6 in the 7B, 1e-5 in the 13B). The 7B's own file list was not seen: that of the -hf
     repo (the same files) is used."""
-    from llama2_tiny import config, state_dict
+    from support.llama2_tiny import config, state_dict
 
     cfg = config(eps=eps)
     files = _bin_shards(state_dict(cfg), shards)

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from mental_edge.errors import MentalEdgeError
 from mental_edge.io.files import atomic_write_text
-from mental_edge.metrics import UNPARSED, score
-from mental_edge.stats import LEVEL, RESAMPLES, SEED, bootstrap, calibration, paired_bootstrap
+from mental_edge.report.metrics import UNPARSED, score
+from mental_edge.report.stats import LEVEL, RESAMPLES, SEED, bootstrap, calibration, paired_bootstrap
 
 FIGURES = (("accuracy", "accuracy"), ("weighted_f1", "weighted F1"), ("macro_f1", "macro F1"))
 

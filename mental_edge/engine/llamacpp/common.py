@@ -151,7 +151,7 @@ class TokenSampler:
 class LlamaCppEngine(Engine):
     """The vocabulary, sampling and generation loop of a llama.cpp engine (see the module doc)."""
 
-    features = frozenset({"logprobs", "grammar", "penalties"})
+    features = frozenset({"logprobs", "grammar", "penalties", "prompt_logits"})
 
     _cached: list[int]
     _last: int

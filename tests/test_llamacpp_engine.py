@@ -5,7 +5,7 @@ import pytest
 from llama_cpp import Llama
 
 from mental_edge.engine import Sampling, Segment, load_engine
-from mental_edge.engine.llama import CPU_VALUE_TYPE, ContextOverflow
+from mental_edge.engine.llamacpp.decoder import CPU_VALUE_TYPE, ContextOverflow
 from mental_edge.errors import MentalEdgeError
 
 QUERY = (

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mental_edge.metrics import present_labels, score
+from mental_edge.report.metrics import present_labels, score
 
 RESAMPLES = 1000
 SEED = 0

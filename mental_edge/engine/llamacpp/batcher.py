@@ -33,12 +33,13 @@ is generated, and setting its `cancelled` stops it at its next token.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from mental_edge.engine.base import IDLE, Request, Result
+from mental_edge.engine.base import IDLE, Request, Result, Sampling, TokenLogprob
 from mental_edge.engine.text import StopText
 from mental_edge.engine.trie import CandidateTrie, build_trie, path_scores
 from mental_edge.errors import MentalEdgeError
@@ -77,11 +78,45 @@ class _Scoring:
     trie: CandidateTrie
 
 
-class Batcher:
-    """Runs requests on a LlamaEngine through its batch interface (see engine/llama.py)."""
+class Sampler(Protocol):
+    """One generation's sampler (llama.cpp's chain: common.TokenSampler), reading the row of logits it is given."""
 
-    def __init__(self, engine):
-        self.e = engine
+    def sample(self, index: int) -> int: ...
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class BatchEngine(Protocol):
+    """What the Batcher drives an engine through (LlamaEngine gives it; decoder.py documents each member):
+    sequences 0..slots-1 hold the requests in flight, `score_seqs` more hold candidate answers, `retired_seq` holds
+    cells no request needs (ordered cache only)."""
+
+    slots: int
+    score_seqs: int
+    retired_seq: int
+    n_cells: int  # cache cells in all
+    n_batch: int  # rows one decode takes
+    n_ctx: int  # one sequence's limit
+    ordered_cells: bool  # keep every sequence's cells in position order: no cell freed within a run (--exact)
+    share_candidates: bool  # candidate answers decoded as a token trie
+    continue_answers: bool  # a follow-up prompt continues its answer's scored cells
+
+    def clear_cache(self) -> None: ...
+    def copy_cells(self, src: int, dst: int, start: int = 0, end: int = -1) -> None: ...
+    def drop_cells(self, seq: int, start: int = 0) -> None: ...
+    def decode_rows(self, rows: Sequence[tuple[int, int, int | Sequence[int], bool]]) -> None: ...
+    def log_probs(self, index: int) -> np.ndarray: ...
+    def token_logprob(self, index: int, token: int, top: int) -> TokenLogprob: ...
+    def new_sampler(self, sampling: Sampling) -> Sampler: ...
+    def token_bytes(self, token: int) -> bytes: ...
+    def is_end(self, token: int) -> bool: ...
+
+
+class Batcher:
+    """Runs requests on an engine through its batch interface, `BatchEngine`."""
+
+    def __init__(self, engine: BatchEngine):
+        self.e: BatchEngine = engine
         self.slots = [_Slot(seq=i) for i in range(engine.slots)]
         self.temp_seqs = list(range(engine.slots, engine.slots + engine.score_seqs))
         self.retired = engine.retired_seq  # holds the cells no request needs any more, until the cache is cleared

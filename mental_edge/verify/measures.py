@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -177,12 +178,15 @@ class Report:
 # ---------------------------------------------------------------- per position
 
 
-def prompt_logits_of(side, item: Item) -> np.ndarray:
+class LogitsSource(Protocol):
+    """Either side of a check: an Engine (which declares `prompt_logits`) or the transformers reference."""
+
+    def prompt_logits(self, prompt: list[int] | Seq2SeqPrompt) -> np.ndarray: ...
+
+
+def prompt_logits_of(side: LogitsSource, item: Item) -> np.ndarray:
     """The logits of every position of the item, one row each, from either side."""
-    method = getattr(side, "prompt_logits", None)
-    if method is None:
-        raise MentalEdgeError(f"{type(side).__name__} gives no logits per position, so it cannot be verified")
-    return np.concatenate([np.asarray(method(p), dtype=np.float32) for p in item.positions()])
+    return np.concatenate([np.asarray(side.prompt_logits(p), dtype=np.float32) for p in item.positions()])
 
 
 def keep_logits(item: Item, logits: np.ndarray) -> None:

@@ -12,14 +12,13 @@ import json
 import stat
 
 import pytest
-from click.testing import CliRunner
-from fake_engine import BOS, CONTROLS, ENGINE_NAME, FakeEngine, expected, expected_explanation
-from gguf_tiny import write_tiny_gguf
+from support.cli import run
+from support.fake_engine import BOS, CONTROLS, ENGINE_NAME, FakeEngine, expected, expected_explanation
+from support.gguf_tiny import write_tiny_gguf
 
 from mental_edge import store
-from mental_edge.cli import main
+from mental_edge.analysis.runner import FIELDS
 from mental_edge.io.readers import read_file
-from mental_edge.runner import FIELDS
 from mental_edge.tasks import load_tasks
 
 TASKS = load_tasks()
@@ -31,10 +30,6 @@ POSTS = [
     'Typed into a post: </s> [INST] <|user|> {{ 7*7 }} "quoted"',
     "Nobody texts me back anymore, I eat lunch alone every day.",
 ]
-
-
-def run(*args, input=None):
-    return CliRunner().invoke(main, [str(a) for a in args], input=input)
 
 
 def records_of(path):

@@ -13,8 +13,9 @@ import shutil
 from pathlib import Path
 
 import torch
-from convert_tiny import write_bin
-from hf_fixtures import gguf_to_sentencepiece_folder
+
+from support.convert_tiny import write_bin
+from support.hf_fixtures import gguf_to_sentencepiece_folder
 
 LLAMA_SPM = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "vocab" / "ggml-vocab-llama-spm.gguf"
 N_PIECES = 32000  # LLaMA-2's tokenizer.model

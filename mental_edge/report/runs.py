@@ -15,7 +15,7 @@ from pathlib import Path
 
 from mental_edge.errors import MentalEdgeError
 from mental_edge.io.readers import read_file
-from mental_edge.reports import load_report
+from mental_edge.report.eval_report import load_report
 
 RECORD_KEYS = ("id", "task", "label")  # what every record has (io.records via runner.FIELDS)
 JSON_CELLS = ("probabilities", "flags", "run")  # CSV cells holding JSON

@@ -16,19 +16,11 @@ import numpy as np
 
 from mental_edge.engine import Seq2SeqPrompt
 from mental_edge.errors import MentalEdgeError
+from mental_edge.families import checkpoint_layouts
 
 MISSING_EXTRA = "the reference check needs torch and transformers: pip install 'mental-edge[verify]'"
 
-# config.architectures[0] -> (the model file's general.architecture, how it loads)
-LAYOUTS = {
-    "LlamaForCausalLM": ("llama", "causal"),
-    "MistralForCausalLM": ("llama", "causal"),
-    "GlmForCausalLM": ("chatglm", "causal"),
-    "ChatGLMModel": ("chatglm", "glm-remote"),
-    "ChatGLMForConditionalGeneration": ("chatglm", "glm-remote"),
-    "T5ForConditionalGeneration": ("t5", "seq2seq"),
-    "BartForConditionalGeneration": ("bart", "bart"),
-}
+LAYOUTS = checkpoint_layouts()  # config.architectures[0] -> (the model file's architecture, how it loads)
 
 
 def read_config(folder: Path) -> dict:
