@@ -54,7 +54,7 @@ from bench_common import (
 
 from mental_edge.analysis import Analyzer
 from mental_edge.engine import load_engine
-from mental_edge.tasks import load_tasks
+from mental_edge.prompting import load_tasks
 
 WORK = Path(tempfile.gettempdir()) / "mental-edge-bench"
 ONE_B = dict(

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 
-from mental_edge.tasks import load_tasks
+from mental_edge.prompting import load_tasks
 
 REPO = Path(__file__).resolve().parents[1]
 IMHI = REPO.parent / "shared" / "data" / "imhi" / "test_instruction"

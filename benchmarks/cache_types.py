@@ -23,7 +23,7 @@ from analysis_throughput import WORK, smollm2_files
 from bench_common import imhi_posts, load_line
 from gguf import GGMLQuantizationType
 
-from mental_edge.tasks import load_tasks
+from mental_edge.prompting import load_tasks
 
 VALUE_TYPES = ("F16", "BF16", "Q8_0")
 

@@ -18,7 +18,7 @@ from bench_common import imhi_posts, load_line, smollm2
 
 from mental_edge.analysis import Analyzer
 from mental_edge.engine import load_engine
-from mental_edge.tasks import load_tasks
+from mental_edge.prompting import load_tasks
 
 
 def run(engine, posts, tasks, share: bool, explain: bool, max_tokens: int):

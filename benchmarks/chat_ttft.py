@@ -12,8 +12,8 @@ import statistics
 import time
 from pathlib import Path
 
-from mental_edge.chat.formatting import Message, chat_format_for
 from mental_edge.engine import Sampling, load_engine
+from mental_edge.prompting.chat_format import Message, chat_format_for
 
 QUESTIONS = [
     "Hi! I'd like to talk about sleep.",

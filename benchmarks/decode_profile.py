@@ -19,7 +19,7 @@ from llama_cpp import _internals
 
 from mental_edge.analysis import Analyzer
 from mental_edge.engine import load_engine
-from mental_edge.tasks import load_tasks
+from mental_edge.prompting import load_tasks
 
 LOG: list[tuple[int, int, float]] = []  # (rows, rows that are their sequence's only row, seconds) per decode
 

@@ -22,8 +22,8 @@ from bench_common import imhi_posts, load_line, smollm2
 
 from mental_edge.analysis import Analyzer
 from mental_edge.engine import Sampling, load_engine
-from mental_edge.tasks import load_tasks
-from mental_edge.tasks.prompt_format import query_format_for
+from mental_edge.prompting import load_tasks
+from mental_edge.prompting.query_format import query_format_for
 
 
 class DecodeClock:

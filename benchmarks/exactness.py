@@ -21,7 +21,7 @@ from gguf import GGMLQuantizationType
 
 from mental_edge.analysis import Analyzer
 from mental_edge.engine.llamacpp.decoder import CPU_UBATCH, LlamaEngine
-from mental_edge.tasks import load_tasks
+from mental_edge.prompting import load_tasks
 
 TASKS = ("DR", "SAD", "CAMS")
 SETTINGS = {  # name -> what changes from --exact

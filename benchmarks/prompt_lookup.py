@@ -39,11 +39,11 @@ from collections.abc import Callable, Iterator, Sequence
 from bench_common import imhi_posts, load_line, smollm2
 
 from mental_edge.analysis import Analyzer
-from mental_edge.chat.formatting import Message, chat_format_for
 from mental_edge.engine.base import Generation, Sampling
 from mental_edge.engine.llamacpp.decoder import LlamaEngine
 from mental_edge.engine.text import StopText
-from mental_edge.tasks import load_tasks
+from mental_edge.prompting import load_tasks
+from mental_edge.prompting.chat_format import Message, chat_format_for
 
 # -- the n-gram lookup ------------------------------------------------------------------------------------------
 

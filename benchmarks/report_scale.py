@@ -20,7 +20,7 @@ from pathlib import Path
 
 from mental_edge.analysis.runner import FIELDS
 from mental_edge.io.records import RecordWriter
-from mental_edge.tasks import load_tasks
+from mental_edge.prompting import load_tasks
 
 TASKS = ("DR", "dreaddit", "SAD", "CAMS", "loneliness")
 LIMIT_SECONDS, LIMIT_MB = 60.0, 5.0

@@ -23,7 +23,7 @@ from bench_common import DecodeCount, best_case_line, efficiency_line, imhi_post
 
 from mental_edge.analysis import Analyzer
 from mental_edge.engine import load_engine
-from mental_edge.tasks import load_tasks
+from mental_edge.prompting import load_tasks
 
 LABEL_TOKENS = 12  # the plain loop writes the label sentence before the explanation: max-tokens + these
 

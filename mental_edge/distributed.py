@@ -34,7 +34,7 @@ from mental_edge.engine import threads as cpu
 from mental_edge.errors import MentalEdgeError
 from mental_edge.families import family_for
 from mental_edge.io.readers import InputRow
-from mental_edge.tasks import Task, TaskSet
+from mental_edge.prompting import Task, TaskSet
 
 CHUNK_ROWS = 8  # rows per chunk: small, so a lost worker costs little, yet enough to fill an engine's slots
 CHUNKS_PER_WORKER = 2  # one running and one waiting, so a worker never idles between chunks

@@ -12,8 +12,9 @@ import importlib.util
 import platform
 import re
 
-from mental_edge import __version__, store
+from mental_edge import store
 from mental_edge.engine import threads as cpu
+from mental_edge.version import __version__
 
 # optional packages and what each one enables
 OPTIONAL = {

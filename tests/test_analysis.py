@@ -7,7 +7,7 @@ import pytest
 
 from mental_edge.analysis import CUT_MARKER, Analyzer
 from mental_edge.engine import load_engine
-from mental_edge.tasks import load_tasks
+from mental_edge.prompting import load_tasks
 
 
 @pytest.fixture(scope="module")

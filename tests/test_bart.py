@@ -17,7 +17,7 @@ from mental_edge.cli import main
 from mental_edge.engine import Sampling, Seq2SeqPrompt, load_engine
 from mental_edge.engine.ctranslate2 import CT2Engine
 from mental_edge.errors import MentalEdgeError
-from mental_edge.tasks import load_tasks
+from mental_edge.prompting import load_tasks
 
 pytestmark = pytest.mark.slow  # torch: not in the fast tier
 

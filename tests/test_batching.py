@@ -19,7 +19,7 @@ from mental_edge.analysis import Analyzer
 from mental_edge.analysis.runner import run_analysis
 from mental_edge.engine import load_engine
 from mental_edge.io.readers import InputRow
-from mental_edge.tasks import load_tasks
+from mental_edge.prompting import load_tasks
 
 TASKS = ("DR", "dreaddit", "loneliness", "SAD", "CAMS")
 MAX_TOKENS = 16

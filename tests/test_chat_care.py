@@ -11,7 +11,7 @@ import pytest
 from mental_edge.chat import care
 from mental_edge.chat.session import TRANSCRIPT_FORMAT, Params, read_transcript
 from mental_edge.errors import MentalEdgeError
-from mental_edge.tasks import load_tasks
+from mental_edge.prompting import load_tasks
 
 
 @pytest.mark.parametrize(

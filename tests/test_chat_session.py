@@ -115,7 +115,7 @@ def test_history_is_recalled_in_the_next_session_and_private(smollm2_gguf, tmp_p
 
 
 def test_task_mode_prints_a_label_of_the_task_with_probabilities(smollm2_gguf, tmp_path):
-    from mental_edge.tasks import load_tasks
+    from mental_edge.prompting import load_tasks
 
     labels = load_tasks().task("DR").labels
     child = spawn(smollm2_gguf, tmp_path, "--no-history")

@@ -19,7 +19,7 @@ from support.gguf_tiny import write_tiny_gguf
 from mental_edge import store
 from mental_edge.analysis.runner import FIELDS
 from mental_edge.io.readers import read_file
-from mental_edge.tasks import load_tasks
+from mental_edge.prompting import load_tasks
 
 TASKS = load_tasks()
 DR = TASKS.task("DR")
@@ -65,7 +65,7 @@ def test_a_post_on_the_command_line_prints_the_models_label_probabilities_and_ex
     ranked = sorted(probabilities.items(), key=lambda kv: -kv[1])
     assert head == f"[1] DR: {label}  (" + ", ".join(f"{k} {v:.2f}" for k, v in ranked) + ")"
     assert " ".join(line.strip() for line in explanation) == expected_explanation(POSTS[0], label, DR)
-    assert fake_models.last.closed is False and len(fake_models.engines) == 1
+    assert fake_models.last.closed is True and len(fake_models.engines) == 1  # freed when the command ends
 
 
 def test_posts_on_stdin_are_rows_one_a_line_and_each_gets_its_own_answer(fake_models):

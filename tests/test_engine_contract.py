@@ -2,10 +2,17 @@
 the same checks on both, so the fast tier's fake cannot drift from what the runtime gets from a real model.
 The fake runs in the fast tier; the real engine's case is slow (it loads SmolLM2)."""
 
+import ast
+from pathlib import Path
+
 import pytest
 from support.fake_engine import FakeEngine
 
-from mental_edge.engine import PromptText, Request, Sampling, Segment, load_engine
+from mental_edge.engine import Engine, PromptText, Request, Sampling, Segment, load_engine
+from mental_edge.engine.llamacpp.batcher import BatchEngine
+from mental_edge.engine.llamacpp.common import LlamaCppEngine
+from mental_edge.engine.llamacpp.decoder import LlamaEngine
+from mental_edge.engine.llamacpp.t5 import LlamaT5Engine
 
 PROMPT = "My favourite foods are"
 
@@ -97,3 +104,43 @@ def test_logprobs_name_each_generated_token_with_the_greedy_one_on_top(engine):
         assert [lp for _, lp in record.top] == sorted((lp for _, lp in record.top), reverse=True)
         assert record.logprob <= 0
     assert engine.detokenize([r.token for r in gen.logprobs]) == text
+
+
+# -- what the package's own engines show of themselves (read with ast: no model) ---------------------------
+
+PACKAGE = Path(__file__).resolve().parents[1] / "mental_edge"
+
+
+def test_the_llama_cpp_engine_offers_the_whole_batch_interface(smollm2_gguf):
+    """The Batcher is typed against batcher.BatchEngine (a runtime-checkable Protocol: every method and
+    attribute present); the decoder-only engine is one, the fake engine (no batching) is not."""
+    engine = load_engine(smollm2_gguf, n_ctx=256, slots=2)
+    try:
+        assert isinstance(engine, LlamaEngine) and isinstance(engine, BatchEngine)
+        assert engine.batch_runner() is not None
+    finally:
+        engine.close()
+    assert not isinstance(FakeEngine(), BatchEngine)
+
+
+def test_the_batcher_touches_no_private_member_of_the_engine():
+    tree = ast.parse((PACKAGE / "engine" / "llamacpp" / "batcher.py").read_text(encoding="utf-8"))
+    private = [
+        node.attr
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and node.attr.startswith("_")
+        and isinstance(node.value, ast.Attribute)
+        and node.value.attr == "e"  # self.e is the engine
+    ]
+    assert private == []
+
+
+def test_the_t5_engine_is_no_decoder_only_engine_and_runs_one_request_at_a_time():
+    assert not issubclass(LlamaT5Engine, LlamaEngine) and issubclass(LlamaT5Engine, LlamaCppEngine)
+    assert LlamaT5Engine.run_requests is Engine.run_requests and LlamaT5Engine.batch_runner is Engine.batch_runner
+
+
+def test_the_server_asks_the_engine_instead_of_sniffing_attributes():
+    text = (PACKAGE / "serve" / "worker.py").read_text(encoding="utf-8")
+    assert "hasattr(" not in text and "llama_batch" not in text and "batch_runner()" in text

@@ -13,7 +13,7 @@ from test_analysis import _imhi_posts
 from mental_edge.analysis import Analyzer
 from mental_edge.cli import main
 from mental_edge.engine import load_engine
-from mental_edge.tasks import load_tasks
+from mental_edge.prompting import load_tasks
 
 TASKS = ("DR", "SAD", "CAMS")
 MAX_TOKENS = 12

@@ -8,11 +8,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from mental_edge.chat.formatting import Glm4Format, Llama2Format, TemplateFormat, chat_format_for
 from mental_edge.engine import ModelInfo, Segment
 from mental_edge.errors import MentalEdgeError
 from mental_edge.families import FAMILIES, OTHER, Family, family_for
-from mental_edge.tasks.prompt_format import FORMATS, form_for, query_format_for
+from mental_edge.prompting.chat_format import Glm4Format, Llama2Format, TemplateFormat, chat_format_for
+from mental_edge.prompting.query_format import FORMATS, form_for, query_format_for
 
 
 def _info(architecture: str, chat_template: str | None = None, metadata: dict | None = None) -> ModelInfo:

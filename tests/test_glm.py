@@ -290,7 +290,7 @@ def test_glm_typed_control_tokens_stay_text(engine, enc, vocab):
 
 
 def test_glm_query_prompt_token_by_token(engine, enc):
-    from mental_edge.tasks.prompt_format import query_format_for
+    from mental_edge.prompting.query_format import query_format_for
 
     fmt = query_format_for(engine.info)
     assert fmt.name == "glm"
@@ -317,7 +317,7 @@ CHAT = [
 
 
 def test_glm_three_turn_chat_token_by_token(engine, enc):
-    from mental_edge.chat.formatting import Glm4Format, Message, TemplateFormat, chat_format_for
+    from mental_edge.prompting.chat_format import Glm4Format, Message, TemplateFormat, chat_format_for
 
     messages = [Message(role, content) for role, content in CHAT]
     fmt = chat_format_for(engine)

@@ -26,12 +26,14 @@ SOURCES = {"mental_edge": ROOT / "mental_edge", "mental_edge.convert": ROOT / "c
 # (without a cycle). Names are modules below mental_edge/ ("convert" is mental_edge.convert and all inside it; a
 # package stands for its modules, which import each other freely, cycles aside).
 FLOORS: list[list[str]] = [
-    ["cli", "__main__"],
-    ["chat", "serve", "distributed", "verify"],
+    ["cli", "__main__", "__init__"],
+    ["chat", "serve"],
+    ["api", "distributed"],
+    ["verify"],
     ["analysis", "store", "doctor"],
-    ["tasks", "report"],
+    ["prompting", "report"],
     ["families", "engine", "io", "convert"],
-    ["errors", "__init__"],
+    ["errors", "version"],
 ]
 
 # Open when this was written and fixed by their owners: remove an entry when its fix is in. A listed problem

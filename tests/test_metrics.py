@@ -62,7 +62,7 @@ def _imhi_labels(imhi_dir, name, task):
 
 @pytest.mark.parametrize("name", ["SAD", "CAMS", "t-sid", "DR"])
 def test_real_label_lists_match_sklearn(imhi_dir, name):
-    from mental_edge.tasks import load_tasks
+    from mental_edge.prompting import load_tasks
 
     task = load_tasks().task(name)
     gold = _imhi_labels(imhi_dir, name, task)

@@ -1,4 +1,4 @@
-"""Every command that loads a model takes the one set of model options (cli/common.py's `model_options`):
+"""Every command that loads a model takes the one set of model options (cli/options.py's `model_options`):
 -m/--model, --threads, --gpu-layers, --ctx, and --slots/--sequential where requests run side by side. Run
 through the CLI on the fast tier's FakeEngine; what reaches the engine loader is recorded and compared."""
 
@@ -9,6 +9,7 @@ import csv
 import pytest
 from click.testing import CliRunner
 
+from mental_edge.api.loading import engine_loader
 from mental_edge.cli import main
 
 OPTIONS = ["--threads", "2", "--gpu-layers", "0", "--ctx", "128"]
@@ -16,7 +17,7 @@ LOADED = {"n_ctx": 128, "threads": 2, "gpu_layers": 0}
 
 
 @pytest.fixture
-def loads(fake_models, monkeypatch):
+def loads(fake_models):
     """The keywords of each model load the CLI makes, in order (each still opens a FakeEngine)."""
     seen: list[dict] = []
 
@@ -24,8 +25,8 @@ def loads(fake_models, monkeypatch):
         seen.append({"path": str(path), **kwargs})
         return fake_models.load(path, **kwargs)
 
-    monkeypatch.setattr("mental_edge.cli.common.load_engine", load)
-    return seen
+    with engine_loader(load):
+        yield seen
 
 
 def _imhi_file(imhi_dir, tmp_path):

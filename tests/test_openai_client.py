@@ -16,8 +16,8 @@ import openai
 import pytest
 from support.served import AUTH, KEY, serving
 
-from mental_edge.chat.formatting import Message, chat_format_for
 from mental_edge.engine import PromptText, Sampling, Segment, load_engine
+from mental_edge.prompting.chat_format import Message, chat_format_for
 
 CTX = 512
 CHAT = [{"role": "user", "content": "Name three fruits."}]

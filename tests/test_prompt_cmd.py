@@ -4,7 +4,7 @@ import json
 
 from support.cli import run
 
-from mental_edge.tasks import load_tasks
+from mental_edge.prompting import load_tasks
 
 
 def test_prints_the_instruction_prompt_by_default():

@@ -11,7 +11,7 @@ from test_cli_commands import POSTS
 from mental_edge.analysis import Analyzer
 from mental_edge.analysis.runner import run_analysis, work_left
 from mental_edge.io.readers import InputRow
-from mental_edge.tasks import load_tasks
+from mental_edge.prompting import load_tasks
 
 TASKS = load_tasks()
 DR, SAD = TASKS.task("DR"), TASKS.task("SAD")

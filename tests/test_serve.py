@@ -18,9 +18,9 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from mental_edge.chat.formatting import Message, chat_format_for
 from mental_edge.cli import main
 from mental_edge.engine import Request, load_engine
+from mental_edge.prompting.chat_format import Message, chat_format_for
 
 KEY = "test-key-0123456789"
 AUTH = {"Authorization": f"Bearer {KEY}"}

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from mental_edge.errors import MentalEdgeError
-from mental_edge.tasks import load_tasks
+from mental_edge.prompting import load_tasks
 
 
 @pytest.fixture(scope="module")

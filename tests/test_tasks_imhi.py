@@ -5,7 +5,7 @@ import csv
 
 import pytest
 
-from mental_edge.tasks import load_tasks
+from mental_edge.prompting import load_tasks
 
 FOLDERS = {"test_instruction": "instruction", "test_complete": "completion", "expert": "instruction"}
 

@@ -17,7 +17,7 @@ from test_analysis import _imhi_posts
 from mental_edge.analysis import Analyzer
 from mental_edge.engine import load_engine
 from mental_edge.engine.trie import build_trie, path_scores, trie_size
-from mental_edge.tasks import load_tasks
+from mental_edge.prompting import load_tasks
 
 FAMILY_FILES = ("CAMS", "DR", "Irf", "MultiWD", "SAD", "dreaddit", "loneliness", "t-sid")
 TWO_POSTS = ("CAMS", "SAD", "swmh")

@@ -14,10 +14,10 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from mental_edge import __version__
 from mental_edge.engine import Engine, PromptText, Request, Result, Sampling, Seq2SeqPrompt
-from mental_edge.tasks import Task
-from mental_edge.tasks.prompt_format import QueryFormat, form_for, query_format_for
+from mental_edge.prompting import Task
+from mental_edge.prompting.query_format import QueryFormat, form_for, query_format_for
+from mental_edge.version import __version__
 
 CUT_MARKER = " [...] "  # stands where the middle of a post too long for the context was cut
 DEFAULT_MAX_TOKENS = 256

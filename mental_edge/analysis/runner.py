@@ -6,12 +6,12 @@ turns results into records (one per post and task) with what produced them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from mental_edge.analysis import Analyzer, TaskResult
 from mental_edge.io.readers import InputRow
-from mental_edge.tasks import Task, TaskSet
+from mental_edge.prompting import Task, TaskSet
 
 FIELDS = ["id", "task", "label", "probabilities", "explanation", "answer", "gold", "flags", "template_sha256", "run"]
 
@@ -23,6 +23,19 @@ class RunSummary:
     skipped: int = 0  # records a resumed output already held
     flagged: int = 0
     by_task: dict[str, list[dict]] = field(default_factory=dict)  # {"id", "gold", "pred", "probabilities"} for eval
+
+    def count(self, record: dict) -> None:
+        """One more record written."""
+        self.records += 1
+        self.flagged += bool(record["flags"])
+        self.by_task.setdefault(record["task"], []).append(
+            {
+                "id": record["id"],
+                "gold": record["gold"],
+                "pred": record["label"],
+                "probabilities": record["probabilities"],
+            }
+        )
 
 
 def run_analysis(
@@ -36,12 +49,35 @@ def run_analysis(
     limit: int | None = None,
     on_row: Callable[[], None] | None = None,
 ) -> RunSummary:
-    """Analyse each row for each task and `write` its records, in input order.
+    """Analyse each row for each task and `write` its records, in input order (see `iter_records`)."""
+    summary = RunSummary()
+    for record in iter_records(
+        analyzer, rows, tasks, taskset=taskset, done=done, limit=limit, on_row=on_row, summary=summary
+    ):
+        write(record)
+        summary.count(record)
+    return summary
+
+
+def iter_records(
+    analyzer: Analyzer,
+    rows: Iterable[InputRow],
+    tasks: Sequence[Task],
+    *,
+    taskset: TaskSet | None = None,
+    done: set[tuple[str, str]] = frozenset(),
+    limit: int | None = None,
+    on_row: Callable[[], None] | None = None,
+    summary: RunSummary | None = None,
+) -> Iterator[dict]:
+    """Each row's records for each task, in input order, as the analysis goes (`summary` counts rows seen and
+    records skipped).
 
     With `taskset`, rows are IMHI queries: each row's own task and post are read from its query (`tasks`,
-    if given, filters them) and its gold answer becomes the record's `gold` label.
+    if given, filters them) and its gold answer becomes the record's `gold` label. `done` holds the (id, task)
+    pairs a resumed output already has.
     """
-    summary = RunSummary()
+    summary = summary if summary is not None else RunSummary()
     run = analyzer.run_info()
 
     def work():
@@ -54,21 +90,9 @@ def run_analysis(
             yield plan, plan.post if plan.flag is None else None, plan.todo
 
     for plan, results in analyzer.analyze_stream(work()):
-        for record in _records(analyzer, plan, results, run):
-            write(record)
-            summary.records += 1
-            summary.flagged += bool(record["flags"])
-            summary.by_task.setdefault(record["task"], []).append(
-                {
-                    "id": record["id"],
-                    "gold": record["gold"],
-                    "pred": record["label"],
-                    "probabilities": record["probabilities"],
-                }
-            )
+        yield from _records(analyzer, plan, results, run)
         if on_row:
             on_row()
-    return summary
 
 
 def work_left(

@@ -1,2 +1,1 @@
-"""The terminal chat session: the session loop, what the user types, the care message, and conversations
-laid out through the model's template or its family's layout."""
+"""The terminal chat session: the session loop, what the user types, and the care message."""

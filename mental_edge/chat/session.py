@@ -18,14 +18,14 @@ import click
 
 from mental_edge.analysis import analyze_post
 from mental_edge.chat import care
-from mental_edge.chat.formatting import Message, chat_format_for
 from mental_edge.chat.line_input import LineReader
 from mental_edge.engine import Engine, Sampling
 from mental_edge.errors import MentalEdgeError
 from mental_edge.families import family_for
 from mental_edge.io.files import atomic_write_text
+from mental_edge.prompting import load_tasks
+from mental_edge.prompting.chat_format import Message, chat_format_for
 from mental_edge.store import store_home
-from mental_edge.tasks import load_tasks
 
 TRANSCRIPT_FORMAT = "mental-edge-chat-transcript/1"
 

@@ -1,15 +1,16 @@
-"""The `mental-edge` command: a click group whose commands each call one library function.
+"""The `mental-edge` command: a click group whose commands each parse options, call the library (mental_edge's
+public API, mental_edge/api/) and print.
 
-Each group of commands lives in its own module and registers itself on `main` when imported
-below, so that a command is found from its name and nothing below this floor imports the CLI.
+Each command lives in the module named after it (`convert` also holds `quantize`, `store` holds `pull`, `import`
+and `models`) and registers itself on `main` when imported below; `options` holds the options several share.
 """
 
 import sys
 
 import click
 
-from mental_edge import __version__
 from mental_edge.errors import MentalEdgeError
+from mental_edge.version import __version__
 
 
 class _Group(click.Group):
@@ -34,7 +35,7 @@ def _register():
     import pkgutil
 
     for mod in pkgutil.iter_modules(__path__):
-        if mod.name.endswith("_cmds"):
+        if mod.name != "options":
             importlib.import_module(f"{__name__}.{mod.name}")
 
 

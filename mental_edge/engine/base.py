@@ -336,5 +336,9 @@ class Engine(ABC):
     def check_request(self, req: Request) -> None:  # noqa: B027 - most engines can run any request
         """Raise MentalEdgeError when this engine could never run `req` (say, its cache cannot hold it)."""
 
+    def reset(self) -> None:  # noqa: B027 - engines that keep nothing between requests have nothing to forget
+        """Forget whatever the engine keeps between requests (a cached prefix, a batch cut short), so the next
+        request runs as on a fresh engine; called after a run was interrupted."""
+
     def close(self):  # noqa: B027 - optional: engines without resources keep it
         """Free the model."""

@@ -12,7 +12,6 @@ import html
 import json
 from datetime import datetime, timezone
 
-from mental_edge import __version__
 from mental_edge.io.files import atomic_write_text
 from mental_edge.io.lock import hold_output
 from mental_edge.report import charts as figures
@@ -20,6 +19,7 @@ from mental_edge.report.metrics import UNPARSED
 from mental_edge.report.runs import Run, name_runs
 from mental_edge.report.stats import LEVEL, RESAMPLES, SEED
 from mental_edge.report.summary import IDS_SHOWN, Comparison, TaskSummary, compare_runs, summarise_run
+from mental_edge.version import __version__
 
 METRIC_NAMES = {"accuracy": "accuracy", "weighted_f1": "weighted F1", "macro_f1": "macro F1"}
 SETTINGS_FIRST = ("model", "model_sha256", "quantization", "architecture", "engine", "mode", "prompt_format")

@@ -17,12 +17,12 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException
 
-from mental_edge import __version__
 from mental_edge.errors import MentalEdgeError
 from mental_edge.serve.errors import ApiError
 from mental_edge.serve.routes import router
 from mental_edge.serve.settings import ServeSettings
 from mental_edge.serve.worker import Busy, EngineWorker, TimedOut
+from mental_edge.version import __version__
 
 log = logging.getLogger("mental_edge.serve")
 

@@ -14,16 +14,16 @@ from sse_starlette.sse import EventSourceResponse
 
 from mental_edge.analysis import Analyzer
 from mental_edge.analysis.runner import run_analysis
-from mental_edge.chat.formatting import Message, chat_format_for
 from mental_edge.engine import PromptText, Request, Sampling, Segment
 from mental_edge.families import family_for
 from mental_edge.io.readers import make_row  # the readers' own row rules: empty posts flagged, ids printable
+from mental_edge.prompting import load_tasks
+from mental_edge.prompting.chat_format import Message, chat_format_for
 from mental_edge.serve.errors import ApiError
 from mental_edge.serve.logprobs import TokenLog
 from mental_edge.serve.schemas import AnalyzeRequest, ChatRequest, CompletionRequest, Post
 from mental_edge.serve.shapes import Shape
 from mental_edge.serve.worker import SharedEngine, TimedOut
-from mental_edge.tasks import load_tasks
 
 router = APIRouter(prefix="/v1")
 _SURROGATE = re.compile("[\ud800-\udfff]")

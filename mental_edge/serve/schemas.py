@@ -14,8 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from mental_edge.analysis import DEFAULT_MAX_TOKENS
 from mental_edge.engine import Sampling
 from mental_edge.engine.grammar import json_grammar
+from mental_edge.prompting.query_format import FORMATS
 from mental_edge.serve.errors import ApiError
-from mental_edge.tasks.prompt_format import FORMATS
 
 MAX_POSTS = 256  # posts in one analyze request
 MAX_TASKS = 64

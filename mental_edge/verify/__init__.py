@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 from mental_edge.engine import Engine
@@ -30,6 +31,14 @@ from mental_edge.verify.measures import (
 )
 
 DEFAULT_ROWS = 2  # IMHI rows per task
+
+
+def sample_data() -> Path:
+    """The IMHI rows shipped with the package (prompts/imhi-sample: four a task, both forms), used when no data
+    is given: an air-gapped machine has no copy of the test set."""
+    return Path(str(resources.files("mental_edge.prompts") / "imhi-sample"))
+
+
 MAX_QUERY_CHARS = 2000  # longer queries are skipped: they only cost time
 
 
@@ -164,7 +173,7 @@ def run_model(path, rows, *, check=None, engine_options=None, prompt_format=None
 def verify_against(model, other, data, *, tasks=None, rows=DEFAULT_ROWS, engine_options=None, say=None) -> Report:
     """The same figures between two model files, the second the reference (say a Q4_K_M against its f16)."""
     from mental_edge.engine import load_engine
-    from mental_edge.tasks import load_tasks
+    from mental_edge.prompting import load_tasks
 
     kind, other_kind = file_architecture(model), file_architecture(other)
     if kind != other_kind:
@@ -192,7 +201,7 @@ def verify_reference(
     say=None,
 ) -> Report:
     """The model file against the Hugging Face checkpoint it was converted from, run by transformers."""
-    from mental_edge.tasks import load_tasks
+    from mental_edge.prompting import load_tasks
     from mental_edge.verify import reference as hf
 
     checkpoint = Path(checkpoint)

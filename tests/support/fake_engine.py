@@ -11,7 +11,7 @@ MockModel: no weights, no llama.cpp, a millisecond a post. It is a language mode
   seed and temperature in. Stop strings, the context limit and the cached prefix behave as the real engine's.
 
 `FakeModels` (the `fake_models` fixture) makes the CLI open FakeEngines: it replaces `load_engine` where
-`mental_edge.cli.common.open_engine` calls it, and nothing in mental_edge/ knows about it.
+the library opens it through `mental_edge.engine_loader`, and nothing in mental_edge/ knows about it.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from mental_edge.api.loading import engine_loader
 from mental_edge.engine import Engine, Generation, ModelInfo, Sampling, Segment, Seq2SeqPrompt, TokenLogprob
 from mental_edge.engine.base import IDLE, Request, Result
 from mental_edge.errors import MentalEdgeError
@@ -356,11 +357,11 @@ class FakeModels:
 
 
 @pytest.fixture
-def fake_models(tmp_path, monkeypatch) -> FakeModels:
-    """Every model the CLI opens is a FakeEngine (the one place it opens them: cli/common.py's `load_engine`).
-    The machine looks idle to the thread default, so records do not depend on the load (tests/test_cpu.py
-    covers that) and no command waits to sample it."""
+def fake_models(tmp_path, monkeypatch) -> Iterator[FakeModels]:
+    """Every model the library opens (the CLI's too) is a FakeEngine, through the public extension point
+    `mental_edge.engine_loader`. The machine looks idle to the thread default, so records do not depend on the
+    load (tests/test_cpu.py covers that) and no command waits to sample it."""
     models = FakeModels(tmp_path)
-    monkeypatch.setattr("mental_edge.cli.common.load_engine", models.load)
     monkeypatch.setattr("mental_edge.engine.threads.busy_cores", lambda seconds=0.0: 0.0)
-    return models
+    with engine_loader(models.load):
+        yield models

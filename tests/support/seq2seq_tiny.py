@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from mental_edge.engine import Segment
-from mental_edge.tasks import load_tasks
+from mental_edge.prompting import load_tasks
 
 IMHI_FAMILIES = ("DR", "dreaddit", "Irf", "MultiWD", "SAD", "CAMS")
 

@@ -286,6 +286,9 @@ class LlamaEngine(LlamaCppEngine):
         """Empty the cache: every sequence's cells free, the next tokens placed from cell 0."""
         self._forget()
 
+    def reset(self) -> None:
+        self._forget()
+
     def copy_cells(self, src: int, dst: int, start: int = 0, end: int = -1) -> None:
         """Let sequence `dst` share `src`'s cells for positions [start, end) (-1: to its end); nothing is copied."""
         self._ctx.kv_cache_seq_cp(src, dst, start, end)

@@ -4,10 +4,9 @@ import sys
 
 import click
 
-from mental_edge import store
+from mental_edge.api.checks import verify as run_verify
 from mental_edge.cli import main
-from mental_edge.cli.common import say
-from mental_edge.errors import MentalEdgeError
+from mental_edge.cli.options import say
 from mental_edge.verify import DEFAULT_ROWS
 
 
@@ -21,9 +20,10 @@ from mental_edge.verify import DEFAULT_ROWS
 @click.option("--against", "other", help="Another model file (store name or path): the quantization report.")
 @click.option(
     "--data",
-    required=True,
     type=click.Path(exists=True),
-    help="IMHI data: the folder holding test_instruction/ (or test_complete/ for T5 and BART), or one CSV file.",
+    default=None,
+    help="IMHI data: the folder holding test_instruction/ (or test_complete/ for T5 and BART), or one CSV file "
+    "(default: the rows shipped with the package, four a task).",
 )
 @click.option("--rows", type=click.IntRange(min=1), default=DEFAULT_ROWS, show_default=True, help="Rows per task.")
 @click.option("--tasks", "task_names", multiple=True, help="Tasks to use (repeat; default: every task in --data).")
@@ -35,21 +35,20 @@ def verify(model, reference, other, data, rows, task_names, device, dtype, threa
     """Check MODEL against its checkpoint (--reference) or another model file (--against), on a few IMHI rows per
     task: next-token top-1 agreement, mean KL divergence, worst top-5 logit difference, label agreement and the
     largest label-probability difference, then a verdict. Exits 1 when the verdict is FAIL."""
-    from mental_edge import verify as checks
-
-    if (reference is None) == (other is None):
-        raise MentalEdgeError("give one of --reference CHECKPOINT_DIR or --against OTHER_MODEL")
-    path = store.resolve_model(model)
-    options = {"threads": threads, "gpu_layers": gpu_layers}
     tasks = [t for name in task_names for t in name.split(",") if t] or None
-    if reference is not None:
-        result = checks.verify_reference(
-            path, reference, data, tasks=tasks, rows=rows, device=device, dtype=dtype, engine_options=options, say=say
-        )
-    else:
-        result = checks.verify_against(
-            path, store.resolve_model(other), data, tasks=tasks, rows=rows, engine_options=options, say=say
-        )
+    result = run_verify(
+        model,
+        reference=reference,
+        against=other,
+        data=data,
+        rows=rows,
+        tasks=tasks,
+        device=device,
+        dtype=dtype,
+        threads=threads,
+        gpu_layers=gpu_layers,
+        say=say,
+    )
     for line in result.lines():
         click.echo(line)
     if not result.passed:

@@ -4,7 +4,7 @@ import click
 
 from mental_edge import store
 from mental_edge.cli import main
-from mental_edge.cli.common import say
+from mental_edge.cli.options import say
 from mental_edge.store.pull import pull as pull_model
 
 _COLUMNS = ("NAME", "ARCHITECTURE", "QUANT", "SIZE", "SHA256", "SOURCE", "REVISION", "VERIFIED")

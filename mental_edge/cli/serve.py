@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import functools
-
 import click
 
+from mental_edge.api.model import load
 from mental_edge.cli import main
-from mental_edge.cli.common import model_options, open_engine
+from mental_edge.cli.options import model_options, say
 
 
 @main.command()
@@ -54,4 +53,4 @@ def serve(host, port, api_key, max_body, max_post_chars, timeout, log_requests, 
     settings = ServeSettings(
         api_key=api_key, max_body=max_body, max_post_chars=max_post_chars, timeout=timeout, log_requests=log_requests
     )
-    run_server(functools.partial(open_engine, **model_opts), host=host, port=port, settings=settings)
+    run_server(lambda: load(**model_opts, say=say).engine, host=host, port=port, settings=settings)

@@ -1,20 +1,22 @@
-"""Options shared by every command that loads a model, and the one way they open it."""
+"""Options several commands share: the model options of every command that loads a model, sampling, and the
+analysis settings of `analyze` and `eval`."""
 
 from __future__ import annotations
 
 import functools
+import sys
 
 import click
 
-from mental_edge import store
-from mental_edge.engine import Engine, Sampling, load_engine
-from mental_edge.engine import threads as cpu
+from mental_edge.analysis import DEFAULT_MAX_TOKENS
+from mental_edge.engine import Sampling
+from mental_edge.prompting.query_format import FORMATS
 
 
 def model_options(func=None, *, slots: bool = True):
     """The one set of model options, for every command that loads a model: -m/--model, --ctx, --threads,
     --gpu-layers and, where requests run side by side (`slots=True`), --slots and --sequential. The command
-    gets them as `model_opts`, the keywords of `open_engine`. Use as `@model_options` or
+    gets them as `model_opts`, the keywords of `mental_edge.load`. Use as `@model_options` or
     `@model_options(slots=False)`."""
     if func is None:
         return functools.partial(model_options, slots=slots)
@@ -23,10 +25,9 @@ def model_options(func=None, *, slots: bool = True):
 
     @functools.wraps(func)
     def wrapper(*args, model, n_ctx, threads, gpu_layers, slots=None, sequential=False, exact=False, **kwargs):
-        opts = {"model": model, "n_ctx": n_ctx, "threads": threads, "gpu_layers": gpu_layers}
+        opts = {"model": model, "ctx": n_ctx, "threads": threads, "gpu_layers": gpu_layers}
         if takes_slots:
-            opts["slots"] = 1 if sequential else slots
-            opts["exact"] = exact
+            opts |= {"slots": slots, "sequential": sequential, "exact": exact}
         return func(*args, model_opts=opts, **kwargs)
 
     for option in reversed(options):
@@ -97,31 +98,42 @@ def sampling_options(func):
     return wrapper
 
 
-def open_engine(model: str | None, n_ctx=None, threads=None, gpu_layers=None, slots=None, exact=False) -> Engine:
-    """Load a model by store name or path; with no name, the store's only model.
+def analysis_options(func):
+    """--max-tokens, --free, --prompts, --format (analyze and eval): passed on as `analysis`, the keywords of
+    `Model.iter_rows`, and `prompts_dir`."""
 
-    Threads default to the cores free now; a line on stderr says when the machine's load changed that or
-    questions a --threads given (engine/threads.py)."""
-    choice = cpu.choose_threads(threads)
-    if choice.note:
-        click.echo(f"mental-edge: {choice.note}", err=True)
-    threads = choice.threads
-    if model is None:
-        entry = store.default_model()
-        path = store.model_path(entry)
-    else:
-        path = store.resolve_model(model)
-        entry = store.find_model(model) if not _is_path(model) else None
-    name = entry.name if entry else None
-    engine = load_engine(path, n_ctx=n_ctx, threads=threads, gpu_layers=gpu_layers, slots=slots, exact=exact, name=name)
-    if entry is not None and entry.sha256:
-        engine.info.sha256 = entry.sha256  # the store hashed the file once; no need to read gigabytes again
-    if entry is not None and entry.verification:  # `pull --verify`'s verdict, carried into every record's `run`
-        engine.settings["verified"] = entry.verified_text()
-    return engine
+    @click.option(
+        "--max-tokens",
+        type=click.IntRange(min=1),
+        default=DEFAULT_MAX_TOKENS,
+        show_default=True,
+        help="Most tokens of explanation (or of a free answer).",
+    )
+    @click.option("--free", is_flag=True, help="Let the model answer freely (the published way) and parse its label.")
+    @click.option(
+        "--prompts",
+        "prompts_dir",
+        type=click.Path(file_okay=False),
+        default=None,
+        help="Folder of task files and templates adding to or overriding the package's.",
+    )
+    @click.option(
+        "--format",
+        "prompt_format",
+        type=click.Choice(list(FORMATS)),
+        default=None,
+        help="How the query is wrapped (default: the model family's).",
+    )
+    @functools.wraps(func)
+    def wrapper(*args, max_tokens, free, prompts_dir, prompt_format, **kwargs):
+        analysis = {"max_tokens": max_tokens, "free": free, "prompt_format": prompt_format}
+        return func(*args, analysis=analysis, prompts_dir=prompts_dir, **kwargs)
+
+    return wrapper
 
 
-def _is_path(model: str) -> bool:
-    from pathlib import Path
+def progress_bar(total: int | None):
+    """A progress bar with rate and ETA on stderr (only on a terminal)."""
+    from tqdm import tqdm
 
-    return Path(model).expanduser().exists()
+    return tqdm(total=total, unit="post", file=sys.stderr, disable=None, dynamic_ncols=True)

@@ -1,13 +1,15 @@
 """`mental-edge prompt`: print the exact query a task builds for a post, so a user can check it."""
 
 import sys
+from contextlib import nullcontext
 
 import click
 
+from mental_edge.api.model import load
 from mental_edge.cli import main
-from mental_edge.cli.common import model_options, open_engine
+from mental_edge.cli.options import model_options, say
 from mental_edge.errors import MentalEdgeError
-from mental_edge.tasks import FORMS, load_tasks
+from mental_edge.prompting import FORMS, load_tasks
 
 
 @main.command("prompt")
@@ -34,31 +36,14 @@ def prompt_command(task_name, form, prompts_dir, text, model_opts):
     tasks = load_tasks(prompts_dir).get(task_name)
     if form and len(tasks) > 1:  # `all` or a family: the tasks that have this form
         tasks = [t for t in tasks if form in t.forms] or tasks
-    wrap = _model_wrapper(model_opts) if model_opts["model"] else None
-    for task in tasks:
-        if len(tasks) > 1:
-            click.echo(f"==> {task.name} <==")
-        if wrap is None:
-            click.echo(task.render(post, form or task.forms[0]))
-        else:
-            click.echo(wrap(task, post, form))
-
-
-def _model_wrapper(model_opts: dict):
-    """The exact text a model is fed for a task: its form, its query format, BOS where the file adds one."""
-    from mental_edge.tasks.prompt_format import form_for, query_format_for
-
-    engine = open_engine(**model_opts)
-    fmt = query_format_for(engine.info)
-
-    def wrap(task, post, form):
-        query = task.render(post, form or form_for(engine.info, task.language))
-        tokens = engine.tokenize_segments(fmt.segments(query), add_bos=fmt.add_bos)
-        text = "".join(segment.text for segment in fmt.segments(query))
-        bos = engine.token_text(tokens[0]) if fmt.add_bos and engine.info.add_bos else ""
-        return bos + text
-
-    return wrap
+    with load(**model_opts, prompts=prompts_dir, say=say) if model_opts["model"] else nullcontext() as model:
+        for task in tasks:
+            if len(tasks) > 1:
+                click.echo(f"==> {task.name} <==")
+            if model is None:
+                click.echo(task.render(post, form or task.forms[0]))
+            else:
+                click.echo(model.prompt(task, post, form=form))
 
 
 def _read_stdin() -> str:

@@ -5,7 +5,7 @@ from pathlib import Path
 import click
 
 from mental_edge.cli import main
-from mental_edge.cli.common import say
+from mental_edge.cli.options import say
 from mental_edge.errors import MentalEdgeError
 
 

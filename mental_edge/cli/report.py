@@ -2,11 +2,9 @@
 
 import click
 
+from mental_edge.api.evaluate import write_report
 from mental_edge.cli import main
-from mental_edge.errors import MentalEdgeError
 from mental_edge.report.charts import require
-from mental_edge.report.html import write_page
-from mental_edge.report.runs import add_data, load_run
 from mental_edge.report.stats import RESAMPLES, SEED
 
 
@@ -36,10 +34,14 @@ def report_command(results, output, include_text, data_path, gold_column, id_col
     with --include-text.
     """
     require()  # one line naming the extra before any work
-    if include_text and data_path is None:
-        raise MentalEdgeError("--include-text reads the posts from the run's input: give it with --data FILE")
-    runs = [load_run(path, gold_column=None if data_path else gold_column) for path in results]
-    if data_path:
-        add_data(runs, data_path, text=include_text, gold_column=gold_column, id_column=id_column)
-    size = write_page(runs, output, include_text=include_text, resamples=resamples, seed=seed)
+    size = write_report(
+        results,
+        output,
+        data=data_path,
+        include_text=include_text,
+        gold_column=gold_column,
+        id_column=id_column,
+        resamples=resamples,
+        seed=seed,
+    )
     click.echo(f"report written to {output} ({size / 1e6:.2f} MB)", err=True)

@@ -1,12 +1,12 @@
 """`mental-edge chat`: a terminal session with a model of the store."""
 
-import functools
 from pathlib import Path
 
 import click
 
+from mental_edge.api.model import load
 from mental_edge.cli import main
-from mental_edge.cli.common import model_options, open_engine
+from mental_edge.cli.options import model_options
 
 
 @main.command("chat")
@@ -26,5 +26,8 @@ def chat_command(task, system, country, no_history, model_opts):
 
     model = model_opts["model"]
     click.echo(f"Loading {Path(model).name if model else 'the store model'} ...", err=True)
-    opener = functools.partial(open_engine, **model_opts, slots=1)  # a conversation is one sequence
+
+    def opener():
+        return load(**model_opts, sequential=True).engine  # a conversation is one sequence
+
     chat(opener, task=task, system=system, country=country, history=not no_history)

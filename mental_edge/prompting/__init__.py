@@ -2,7 +2,7 @@
 
 A task family is data (prompts/tasks/<family>.json) plus Jinja templates (prompts/templates/*.j2); a
 family with several questions (Irf, MultiWD) gives one Task per question, named `<family>-<question>`.
-Definitions are read by `mental_edge.tasks.files`; a user folder (`--prompts DIR` or
+Definitions are read by `mental_edge.prompting.files`; a user folder (`--prompts DIR` or
 $MENTAL_EDGE_PROMPTS) adds families or replaces them, and replaces templates by file name.
 
 Templates run in jinja2's immutable sandbox with the post passed as a variable, so whatever a post
@@ -15,7 +15,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +23,7 @@ import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from mental_edge.errors import MentalEdgeError
-from mental_edge.tasks.files import FORMS, read_definitions
+from mental_edge.prompting.files import FORMS, check_definition, read_definitions
 
 __all__ = ["FORMS", "Task", "TaskSet", "load_tasks"]
 
@@ -255,3 +255,36 @@ def _family_tasks(d: dict, templates: dict[str, tuple[str, str]]) -> list[Task]:
             )
         )
     return tasks
+
+
+def define_task(
+    name: str,
+    labels: Sequence[str],
+    template: str,
+    *,
+    question: str = "",
+    answers: Mapping[str, str] | None = None,
+    cues: Mapping[str, Sequence[str]] | None = None,
+    language: str = "en",
+    form: str = "instruction",
+) -> Task:
+    """A task defined in code, checked as a task file is (prompts/README.md): `template` is a Jinja template
+    rendered in the sandbox with `post` and `question`; `answers` the sentence the model is scored on for each
+    label (default: the label itself); `cues` regular expressions that find a label in a free answer. A problem
+    is one line naming the field."""
+    definition = {
+        "family": name,
+        "language": language,
+        "labels": list(labels) if not isinstance(labels, str) else labels,
+        "templates": {form: f"{name}.j2"},
+        "questions": {form: question},
+        "answers": {form: dict(answers) if answers is not None else {label: label for label in labels}},
+    }
+    if cues is not None:
+        definition["cues"] = {label: list(patterns) for label, patterns in cues.items()}
+    if not isinstance(template, str):
+        raise MentalEdgeError(f"task {name}: the template must be a string")
+    checked = check_definition(definition, f"task {name}", {f"{name}.j2": template})
+    (task,) = _family_tasks(checked, {f"{name}.j2": (f"{name}.j2", template)})
+    task.render("", form)  # a template that does not compile or render is refused now, not at the first post
+    return task

@@ -1,0 +1,115 @@
+"""IMHI evaluation as the benchmark scores it (accuracy, weighted F1, macro F1, unparsed answers, with bootstrap
+intervals and calibration), and the HTML page over one or more runs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mental_edge.analysis import DEFAULT_MAX_TOKENS
+from mental_edge.analysis.runner import RunSummary
+from mental_edge.api.loading import Say
+from mental_edge.api.model import Model
+from mental_edge.engine import Sampling
+from mental_edge.errors import MentalEdgeError
+from mental_edge.io.readers import input_files, read_file
+from mental_edge.report.eval_report import build_report, load_report, render_markdown, render_table, save_report
+from mental_edge.report.html import write_page
+from mental_edge.report.runs import Run, add_data, load_run
+from mental_edge.report.stats import RESAMPLES, SEED
+
+
+@dataclass(frozen=True)
+class Report:
+    """An evaluation report: `data` is the saved form, {"data", "run", "tasks": {task: figures}, "rows"}
+    (report/eval_report.py describes it)."""
+
+    data: dict[str, Any]
+
+    @property
+    def tasks(self) -> dict[str, dict[str, Any]]:
+        """Per task: n, accuracy, weighted_f1, macro_f1, unparsed, confusion, intervals, calibration."""
+        tasks: dict[str, dict[str, Any]] = self.data["tasks"]
+        return tasks
+
+    def table(self) -> str:
+        return render_table(self.data)
+
+    def markdown(self) -> str:
+        return render_markdown(self.data)
+
+    def save(self, stem: str | Path, *, say: Say | None = None) -> list[Path]:
+        """STEM.json and STEM.md, and STEM.html where the `report` extra (matplotlib) is installed (else `say`
+        hears why not); each file whole or not at all."""
+        json_path, md_path = save_report(self.data, stem)
+        paths = [json_path, md_path]
+        page = Path(f"{stem}.html")
+        try:
+            write_page([load_run(json_path)], page)
+            paths.append(page)
+        except MentalEdgeError as exc:  # matplotlib missing, say: the JSON and Markdown reports stand
+            if say is not None:
+                say(f"{page} not written: {exc}")
+        return paths
+
+    @classmethod
+    def load(cls, path: str | Path) -> Report:
+        return cls(load_report(path))
+
+
+def evaluate(
+    model: Model,
+    data: str | Path,
+    *,
+    limit: int | None = None,
+    explain: bool = False,
+    free: bool = False,
+    max_tokens: int = DEFAULT_MAX_TOKENS,
+    sampling: Sampling | None = None,
+    prompt_format: str | None = None,
+    on_row: Callable[[], None] | None = None,
+) -> Report:
+    """Score `model` on IMHI-format data: a CSV file or a folder of them (each row's task read from its query),
+    at most `limit` rows a file. Labels do not depend on `explain`."""
+    settings = {"explain": explain, "free": free, "max_tokens": max_tokens, "prompt_format": prompt_format}
+    summary = RunSummary()
+    run_info: dict[str, Any] = {}
+    for path in input_files(data):
+        for record in model.iter_rows(
+            read_file(path), imhi=True, limit=limit, on_row=on_row, sampling=sampling, **settings
+        ):
+            summary.count(record.to_dict())
+            run_info = record.run
+    by_task = {task: [r for r in rows if r["gold"] is not None] for task, rows in summary.by_task.items()}
+    by_task.pop("-", None)  # rows that were no IMHI query of a known task
+    labels = {name: model.taskset.task(name).labels for name in by_task}
+    return Report(build_report(by_task, labels_by_task=labels, run=run_info, data=str(data)))
+
+
+def count_rows(data: str | Path, limit: int | None = None) -> int:
+    """The rows `evaluate` reads (for a progress bar)."""
+    return sum(min(sum(1 for _ in read_file(path)), limit or 10**12) for path in input_files(data))
+
+
+def write_report(
+    runs: Sequence[str | Path] | Iterable[Run],
+    output: str | Path,
+    *,
+    data: str | Path | None = None,
+    include_text: bool = False,
+    gold_column: str | None = None,
+    id_column: str | None = None,
+    resamples: int = RESAMPLES,
+    seed: int = SEED,
+) -> int:
+    """One self-contained HTML page over runs (records .jsonl/.csv or eval reports .json); two or more are
+    compared. `data`: the input the runs read, matched by id, for `include_text` (posts beside explanations) and
+    `gold_column`. Returns the page's size in bytes."""
+    if include_text and data is None:
+        raise MentalEdgeError("--include-text reads the posts from the run's input: give it with --data FILE")
+    loaded = [r if isinstance(r, Run) else load_run(r, gold_column=None if data else gold_column) for r in runs]
+    if data is not None:
+        add_data(loaded, data, text=include_text, gold_column=gold_column, id_column=id_column)
+    return write_page(loaded, output, include_text=include_text, resamples=resamples, seed=seed)

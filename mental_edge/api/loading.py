@@ -1,0 +1,65 @@
+"""Opening a model by store name or path with a run's settings: the one way every client opens one.
+
+`engine_loader` is the extension point for engines of one's own: inside its block every model is opened by the
+given function instead of the built-in backends (the test suite's fake engine goes in through it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from mental_edge import store
+from mental_edge.engine import Engine, load_engine
+from mental_edge.engine.threads import choose_threads
+
+EngineLoader = Callable[..., Engine]
+Say = Callable[[str], None]
+
+_loaders: list[EngineLoader] = [load_engine]
+
+
+@contextmanager
+def engine_loader(loader: EngineLoader) -> Iterator[None]:
+    """Within the block, open every model with `loader(path, *, n_ctx, threads, gpu_layers, slots, exact, name)`
+    instead of the built-in backends (they are back when the block ends)."""
+    _loaders.append(loader)
+    try:
+        yield
+    finally:
+        _loaders.remove(loader)
+
+
+def open_engine(
+    model: str | Path | None = None,
+    *,
+    n_ctx: int | None = None,
+    threads: int | None = None,
+    gpu_layers: int | None = None,
+    slots: int | None = None,
+    exact: bool = False,
+    say: Say | None = None,
+) -> Engine:
+    """Load a model by store name or path (a GGUF file, a CTranslate2 folder); with none, the store's only model.
+
+    Threads default to the cores free now; `say` hears a line when the machine's load changed that or questions
+    a `threads` given (engine/threads.py). A store entry's hash and `pull --verify` verdict go into the engine's
+    `info` and `settings`, so every record carries them."""
+    choice = choose_threads(threads)
+    if choice.note and say is not None:
+        say(f"mental-edge: {choice.note}")
+    if model is None:
+        entry = store.default_model()
+        path = store.model_path(entry)
+    else:
+        path = store.resolve_model(str(model))
+        entry = None if Path(model).expanduser().exists() else store.find_model(str(model))
+    options: dict[str, Any] = {"n_ctx": n_ctx, "threads": choice.threads, "gpu_layers": gpu_layers, "exact": exact}
+    engine = _loaders[-1](path, slots=slots, name=entry.name if entry else None, **options)
+    if entry is not None and entry.sha256:
+        engine.info.sha256 = entry.sha256  # the store hashed the file once; no need to read gigabytes again
+    if entry is not None and entry.verification:  # `pull --verify`'s verdict, carried into every record's `run`
+        engine.settings["verified"] = entry.verified_text()
+    return engine
