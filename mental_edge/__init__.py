@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from mental_edge.errors import MentalEdgeError
     from mental_edge.prompting import Task, define_task
     from mental_edge.prompting.chat_format import Message
+    from mental_edge.store.pull import pull
 
 _PUBLIC = {
     "load": "mental_edge.api.model",
@@ -40,6 +41,7 @@ _PUBLIC = {
     "verify": "mental_edge.api.checks",
     "VerifyReport": "mental_edge.api.checks",
     "engine_loader": "mental_edge.api.loading",
+    "pull": "mental_edge.store.pull",
     "tasks": "mental_edge.api.tasks",
     "define_task": "mental_edge.prompting",
     "Task": "mental_edge.prompting",
@@ -64,6 +66,7 @@ __all__ = [
     "engine_loader",
     "evaluate",
     "load",
+    "pull",
     "records_to_frame",
     "tasks",
     "verify",

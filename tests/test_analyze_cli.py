@@ -27,7 +27,7 @@ def test_analyze_a_post_prints_a_label_of_the_task(smollm2_gguf):
         "I cry every night and I can't get out of bed.",
     )
     assert result.exit_code == 0, result.output
-    first = result.output.splitlines()[0]
+    first = result.stdout.splitlines()[0]
     assert first.startswith("[1] DR: ") and first.split()[2] in ("yes", "no")
     assert "yes 0." in first and "no 0." in first
 

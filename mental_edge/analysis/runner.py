@@ -7,6 +7,7 @@ turns results into records (one per post and task) with what produced them.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
 from mental_edge.analysis import Analyzer, TaskResult
@@ -65,7 +66,7 @@ def iter_records(
     tasks: Sequence[Task],
     *,
     taskset: TaskSet | None = None,
-    done: set[tuple[str, str]] = frozenset(),
+    done: AbstractSet[tuple[str, str]] = frozenset(),
     limit: int | None = None,
     on_row: Callable[[], None] | None = None,
     summary: RunSummary | None = None,

@@ -11,6 +11,8 @@ from mental_edge.errors import MentalEdgeError
 from mental_edge.verify import DEFAULT_ROWS, sample_data, verify_against, verify_reference
 from mental_edge.verify.measures import Report as VerifyReport
 
+__all__ = ["VerifyReport", "verify"]
+
 
 def verify(
     model: str | Path,

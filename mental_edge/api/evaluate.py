@@ -73,12 +73,19 @@ def evaluate(
 ) -> Report:
     """Score `model` on IMHI-format data: a CSV file or a folder of them (each row's task read from its query),
     at most `limit` rows a file. Labels do not depend on `explain`."""
-    settings = {"explain": explain, "free": free, "max_tokens": max_tokens, "prompt_format": prompt_format}
     summary = RunSummary()
     run_info: dict[str, Any] = {}
     for path in input_files(data):
         for record in model.iter_rows(
-            read_file(path), imhi=True, limit=limit, on_row=on_row, sampling=sampling, **settings
+            read_file(path),
+            imhi=True,
+            limit=limit,
+            on_row=on_row,
+            explain=explain,
+            free=free,
+            max_tokens=max_tokens,
+            sampling=sampling,
+            prompt_format=prompt_format,
         ):
             summary.count(record.to_dict())
             run_info = record.run

@@ -7,7 +7,8 @@ resumed output are skipped, and each record is written whole as it is made (io/r
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Set as AbstractSet
 from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,9 +21,9 @@ from mental_edge.distributed import RayAnalysis, model_spec
 from mental_edge.errors import MentalEdgeError
 from mental_edge.families import family_for
 from mental_edge.io.lock import hold_output
-from mental_edge.io.readers import is_imhi_file, read_file, read_input
+from mental_edge.io.readers import InputRow, is_imhi_file, read_file, read_input
 from mental_edge.io.records import RecordWriter
-from mental_edge.prompting import load_tasks
+from mental_edge.prompting import Task, TaskSet, load_tasks
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ def run_job(
         if output:  # locked before the model loads: a second run on this output stops at once
             stack.enter_context(hold_output(output))
         if job.ray:
-            run = _on_ray(job, stack)
+            run = _on_ray(job, job.ray, stack)
         else:
             run = _here(job, stack, say)
         tasks = [t for name in job.tasks for t in taskset.get(name, language=run.language)]
@@ -119,7 +120,16 @@ def _here(job: Job, stack: ExitStack, say: Say | None) -> _Run:
     model = stack.enter_context(load(**job.model, prompts=job.prompts, say=say))
     language = family_for(model.info.architecture).language
 
-    def analyze(rows, tasks, *, taskset, done, write, limit, on_row) -> RunSummary:
+    def analyze(
+        rows: Iterable[InputRow],
+        tasks: Sequence[Task],
+        *,
+        taskset: TaskSet | None,
+        done: AbstractSet[tuple[str, str]],
+        write: Callable[[dict[str, Any]], None],
+        limit: int | None,
+        on_row: Callable[[], None] | None,
+    ) -> RunSummary:
         summary = RunSummary()
         for record in model.iter_rows(
             rows,
@@ -139,7 +149,7 @@ def _here(job: Job, stack: ExitStack, say: Say | None) -> _Run:
     return _Run(language, analyze, lambda: None)
 
 
-def _on_ray(job: Job, stack: ExitStack) -> _Run:
+def _on_ray(job: Job, address: str, stack: ExitStack) -> _Run:
     options = dict(job.model)
     spec = model_spec(
         options.pop("model", None),
@@ -147,5 +157,5 @@ def _on_ray(job: Job, stack: ExitStack) -> _Run:
         slots=1 if options.pop("sequential", False) else options.pop("slots", None),
         **options,
     )
-    cluster = stack.enter_context(RayAnalysis(job.ray, spec, job.settings, job.ray_workers))
+    cluster = stack.enter_context(RayAnalysis(address, spec, job.settings, job.ray_workers))
     return _Run(cluster.language, cluster.run_analysis, cluster.report)

@@ -50,6 +50,7 @@ def open_engine(
     choice = choose_threads(threads)
     if choice.note and say is not None:
         say(f"mental-edge: {choice.note}")
+    entry: store.ModelEntry | None
     if model is None:
         entry = store.default_model()
         path = store.model_path(entry)

@@ -13,14 +13,14 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal, overload
 
 from mental_edge.analysis import DEFAULT_MAX_TOKENS, Analyzer
 from mental_edge.analysis.runner import RunSummary, iter_records
 from mental_edge.api.inputs import Posts, input_rows
 from mental_edge.api.loading import Say, open_engine
 from mental_edge.api.records import Record
-from mental_edge.engine import Engine, ModelInfo, PromptText, Sampling, Segment
+from mental_edge.engine import Engine, ModelInfo, PromptText, Sampling, Segment, Seq2SeqPrompt
 from mental_edge.errors import MentalEdgeError
 from mental_edge.families import family_for
 from mental_edge.io.readers import InputRow
@@ -128,9 +128,17 @@ class Model:
         chosen = self._tasks(tasks)
         rows = input_rows(posts)
         total = len(posts) if isinstance(posts, Sized) and not isinstance(posts, str) else None
-        settings = {"explain": explain, "free": free, "max_tokens": max_tokens, "prompt_format": prompt_format}
         with _progress(progress, total) as bar:
-            yield from self.iter_rows(rows, chosen, sampling=sampling, on_row=bar.update, **settings)
+            yield from self.iter_rows(
+                rows,
+                chosen,
+                on_row=bar.update,
+                explain=explain,
+                max_tokens=max_tokens,
+                free=free,
+                sampling=sampling,
+                prompt_format=prompt_format,
+            )
 
     def iter_rows(
         self,
@@ -152,8 +160,14 @@ class Model:
         `iter_analyze`, `evaluate` and `mental-edge analyze` run on. `imhi`: rows are IMHI queries, each row's own
         task and gold label read from it (`tasks`, if given, filters them); `done`: (id, task) pairs already
         written (a resumed output), skipped; `limit`: at most this many rows; `summary` counts rows and skips."""
-        settings = {"explain": explain, "free": free, "max_tokens": max_tokens, "prompt_format": prompt_format}
-        analyzer = Analyzer(self.engine, sampling=sampling or Sampling(), **settings)
+        analyzer = Analyzer(
+            self.engine,
+            explain=explain,
+            free=free,
+            max_tokens=max_tokens,
+            sampling=sampling or Sampling(),
+            prompt_format=prompt_format,
+        )
         taskset = self.taskset if imhi else None
         with self._use():
             for record in iter_records(
@@ -187,6 +201,14 @@ class Model:
             bos = self.engine.token_text(tokens[0]) if fmt.add_bos and self.info.add_bos else ""
         return bos + "".join(segment.text for segment in segments)
 
+    @overload
+    def generate(
+        self, text: str, *, max_tokens: int = ..., sampling: Sampling | None = ..., stream: Literal[False] = ...
+    ) -> str: ...
+    @overload
+    def generate(
+        self, text: str, *, max_tokens: int = ..., sampling: Sampling | None = ..., stream: Literal[True]
+    ) -> Iterator[str]: ...
     def generate(
         self, text: str, *, max_tokens: int = 128, sampling: Sampling | None = None, stream: bool = False
     ) -> str | Iterator[str]:
@@ -195,6 +217,19 @@ class Model:
         pieces = self._generate(lambda: self.engine.encode(PromptText((Segment(text),))), max_tokens, sampling, ())
         return pieces if stream else "".join(pieces)
 
+    @overload
+    def chat(
+        self,
+        messages: Messages,
+        *,
+        max_tokens: int = ...,
+        sampling: Sampling | None = ...,
+        stream: Literal[False] = ...,
+    ) -> str: ...
+    @overload
+    def chat(
+        self, messages: Messages, *, max_tokens: int = ..., sampling: Sampling | None = ..., stream: Literal[True]
+    ) -> Iterator[str]: ...
     def chat(
         self, messages: Messages, *, max_tokens: int = 256, sampling: Sampling | None = None, stream: bool = False
     ) -> str | Iterator[str]:
@@ -205,7 +240,13 @@ class Model:
         pieces = self._generate(lambda: layout.tokens(self.engine, conversation), max_tokens, sampling, layout.stop)
         return pieces if stream else "".join(pieces)
 
-    def _generate(self, prompt, max_tokens: int, sampling: Sampling | None, stop: Sequence[str]) -> Iterator[str]:
+    def _generate(
+        self,
+        prompt: Callable[[], list[int] | Seq2SeqPrompt],
+        max_tokens: int,
+        sampling: Sampling | None,
+        stop: Sequence[str],
+    ) -> Iterator[str]:
         with self._use():
             generation = self.engine.generate(
                 prompt(), max_tokens=max_tokens, sampling=sampling or Sampling(), stop=stop

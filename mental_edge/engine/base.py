@@ -152,7 +152,7 @@ class Generation:
     def __next__(self) -> str:
         return next(self._pieces)
 
-    def close(self):
+    def close(self) -> None:
         self._pieces.close()
 
     def text(self) -> str:
@@ -340,5 +340,5 @@ class Engine(ABC):
         """Forget whatever the engine keeps between requests (a cached prefix, a batch cut short), so the next
         request runs as on a fresh engine; called after a run was interrupted."""
 
-    def close(self):  # noqa: B027 - optional: engines without resources keep it
+    def close(self) -> None:  # noqa: B027 - optional: engines without resources keep it
         """Free the model."""

@@ -140,6 +140,7 @@ class FakeEngine(Engine):
         self.salt = salt
         self.calls: list[tuple[str, str, list[int]]] = []
         self.requests = 0
+        self.resets = 0  # Engine.reset calls (after an interrupted run)
         self.peak_in_flight = 0
         self.closed = False
         self._cached: list[int] = []  # the last generation's tokens, as a real engine's cache holds them
@@ -245,6 +246,9 @@ class FakeEngine(Engine):
 
     def batch_runner(self):
         return FakeBatcher(self) if self.slots > 1 else None
+
+    def reset(self) -> None:
+        self.resets += 1
 
     def close(self):
         self.closed = True
