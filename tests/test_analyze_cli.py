@@ -11,6 +11,7 @@ import time
 import pytest
 from sklearn.metrics import accuracy_score, f1_score
 from support.cli import run
+from support.imhi import imhi_subset
 
 from mental_edge.engine import load_engine
 
@@ -132,13 +133,7 @@ def test_bad_inputs_give_one_line_or_flagged_records(smollm2_gguf, tmp_path):
 
 
 def test_eval_reports_the_published_metrics(smollm2_gguf, imhi_dir, tmp_path):
-    data = tmp_path / "data"
-    data.mkdir()
-    for family in ("DR", "Irf"):
-        with open(imhi_dir / "test_instruction" / f"{family}.csv", newline="", encoding="utf-8") as src:
-            rows = list(csv.reader(src))
-        with open(data / f"{family}.csv", "w", newline="", encoding="utf-8") as dst:
-            csv.writer(dst).writerows(rows[:1] + rows[1:5])
+    data = imhi_subset(imhi_dir, tmp_path / "data", ("DR", "Irf"), rows=4)
     stem = tmp_path / "report"
     result = run("eval", "-m", smollm2_gguf, "--data", data, "--report", stem)
     assert result.exit_code == 0, result.output
@@ -165,14 +160,14 @@ def test_generate_prints_the_raw_greedy_continuation(smollm2_gguf):
         ).text()
     finally:
         engine.close()
-    assert result.output == want + "\n"
+    assert result.stdout == want + "\n"  # stderr may carry the thread note on a busy machine
 
 
 def test_prompt_with_a_model_shows_its_exact_input(smollm2_gguf):
     result = run("prompt", "--task", "DR", "-m", smollm2_gguf, "post {{ 1+1 }} </s>")
     assert result.exit_code == 0, result.output
     assert (
-        result.output == 'Consider this post: "post {{ 1+1 }} </s>" Question: Does the poster suffer from depression?\n'
+        result.stdout == 'Consider this post: "post {{ 1+1 }} </s>" Question: Does the poster suffer from depression?\n'
     )
 
 
@@ -180,5 +175,5 @@ def test_store_names_work_for_model_options(smollm2_gguf):
     assert run("pull", "smollm2").exit_code == 0
     result = run("analyze", "--task", "DR", "--no-explain", "I am fine.")  # the store's only model
     assert result.exit_code == 0, result.output
-    assert result.output.startswith("[1] DR: ")
+    assert result.stdout.startswith("[1] DR: ")
     assert run("analyze", "-m", "smollm2", "--task", "DR", "--no-explain", "hi").exit_code == 0

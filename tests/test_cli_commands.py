@@ -15,6 +15,7 @@ import pytest
 from support.cli import run
 from support.fake_engine import BOS, CONTROLS, ENGINE_NAME, FakeEngine, expected, expected_explanation
 from support.gguf_tiny import write_tiny_gguf
+from support.imhi import imhi_subset
 
 from mental_edge import store
 from mental_edge.analysis.runner import FIELDS
@@ -293,21 +294,10 @@ def test_a_free_answer_no_rule_reads_is_flagged_unparsed(fake_models, tmp_path):
 # -- eval and compare -----------------------------------------------------------------------------------------
 
 
-def _eval_data(imhi_dir, tmp_path):
-    data = tmp_path / "data"
-    data.mkdir()
-    for family in ("DR", "Irf"):
-        with open(imhi_dir / "test_instruction" / f"{family}.csv", newline="", encoding="utf-8") as src:
-            rows = list(csv.reader(src))
-        with open(data / f"{family}.csv", "w", newline="", encoding="utf-8") as dst:
-            csv.writer(dst).writerows(rows[:7])
-    return data
-
-
 def test_eval_reports_the_models_labels_against_gold_and_compare_shows_the_change(fake_models, imhi_dir, tmp_path):
     from sklearn.metrics import accuracy_score, f1_score
 
-    data = _eval_data(imhi_dir, tmp_path)
+    data = imhi_subset(imhi_dir, tmp_path / "data", ("DR", "Irf"), rows=6)
     result = run("eval", "-m", fake_models.path, "--data", data, "--report", tmp_path / "a")
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "a.json").read_text())

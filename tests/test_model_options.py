@@ -4,10 +4,9 @@ through the CLI on the fast tier's FakeEngine; what reaches the engine loader is
 
 from __future__ import annotations
 
-import csv
-
 import pytest
 from click.testing import CliRunner
+from support.imhi import imhi_subset
 
 from mental_edge.api.loading import engine_loader
 from mental_edge.cli import main
@@ -29,21 +28,14 @@ def loads(fake_models):
         yield seen
 
 
-def _imhi_file(imhi_dir, tmp_path):
-    data = tmp_path / "data"
-    data.mkdir()
-    with open(imhi_dir / "test_instruction" / "DR.csv", newline="", encoding="utf-8") as src:
-        rows = list(csv.reader(src))[:3]
-    with open(data / "DR.csv", "w", newline="", encoding="utf-8") as dst:
-        csv.writer(dst).writerows(rows)
-    return data
-
-
 def _commands(tmp_path, imhi_dir):
     """(command line after the model options, whether it takes --slots)."""
     return {
         "analyze": (["analyze", "--task", "DR", "--no-explain", "I feel fine today."], True),
-        "eval": (["eval", "--data", _imhi_file(imhi_dir, tmp_path), "--report", tmp_path / "report"], True),
+        "eval": (
+            ["eval", "--data", imhi_subset(imhi_dir, tmp_path / "data", rows=2), "--report", tmp_path / "report"],
+            True,
+        ),
         "generate": (["generate", "--max-tokens", "3", "Once upon a time"], False),
         "prompt": (["prompt", "--task", "DR", "I feel fine today."], False),
         "chat": (["chat", "--no-history"], False),

@@ -9,6 +9,7 @@ from gguf import LlamaFileType
 from support.cli import one_error_line, run
 from support.gguf_tiny import write_tiny_gguf
 from support.hub_standin import FakeRepo, HubStandIn
+from support.llama_shapes import llama_shapes
 
 from mental_edge import store
 from mental_edge.errors import MentalEdgeError
@@ -214,23 +215,7 @@ def tiny_llama_files(smollm2_hf_checkpoint) -> dict[str, bytes]:
         head_dim=16,
         tie_word_embeddings=True,
     )
-    h, ff, v, kv = 64, 96, config["vocab_size"], 32
-    shapes = {"model.embed_tokens.weight": (v, h), "model.norm.weight": (h,)}
-    for i in range(2):
-        p = f"model.layers.{i}."
-        shapes.update(
-            {
-                p + "input_layernorm.weight": (h,),
-                p + "post_attention_layernorm.weight": (h,),
-                p + "self_attn.q_proj.weight": (h, h),
-                p + "self_attn.k_proj.weight": (kv, h),
-                p + "self_attn.v_proj.weight": (kv, h),
-                p + "self_attn.o_proj.weight": (h, h),
-                p + "mlp.gate_proj.weight": (ff, h),
-                p + "mlp.up_proj.weight": (ff, h),
-                p + "mlp.down_proj.weight": (h, ff),
-            }
-        )
+    shapes = llama_shapes(config, lm_head=False)
     rng = np.random.default_rng(0)
     tensors = {k: (rng.standard_normal(s) * 0.05).astype(np.float16) for k, s in shapes.items()}
     names = sorted(tensors)

@@ -5,8 +5,6 @@ References are independent of the server: the CLI `analyze` for records, the eng
 """
 
 import json
-import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -17,13 +15,12 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 from click.testing import CliRunner
+from support.served import AUTH, KEY, SERVE_LOG, serving
 
 from mental_edge.cli import main
 from mental_edge.engine import Request, load_engine
 from mental_edge.prompting.chat_format import Message, chat_format_for
 
-KEY = "test-key-0123456789"
-AUTH = {"Authorization": f"Bearer {KEY}"}
 CTX = 512  # keeps what a fuzzer may ask to generate short
 POSTS = [
     "I cry every night and I can't get out of bed.",
@@ -41,60 +38,14 @@ PROMPTS = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(smollm2_gguf, tmp_path_factory):
-    port = _free_port()
-    env = {**os.environ, "MENTAL_EDGE_HOME": str(tmp_path_factory.mktemp("serve-home")), "HF_HUB_OFFLINE": "1"}
-    env.pop("MENTAL_EDGE_API_KEY", None)
-    log = tmp_path_factory.mktemp("serve-log") / "stderr.txt"
-    with open(log, "wb") as err:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "mental_edge",
-                "serve",
-                "-m",
-                str(smollm2_gguf),
-                "--port",
-                str(port),
-                "--ctx",
-                str(CTX),
-                "--api-key",
-                KEY,
-                "--max-body",
-                "65536",
-                "--max-post-chars",
-                "4000",
-                "--timeout",
-                "120",
-                "--exact",  # its answers are compared to the bit with other engines' (tests/test_exact_modes.py)
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while True:
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            pytest.fail(f"the server did not start: {log.read_text()}")
-        time.sleep(0.2)
-    yield url, log
-    proc.terminate()
-    proc.wait(timeout=30)
+    """The real server on SmolLM2 (its answers are compared to the bit with other engines': --exact,
+    tests/test_exact_modes.py); the URL and its stderr log."""
+    home = tmp_path_factory.mktemp("serve-home")
+    limits = ["--max-body", "65536", "--max-post-chars", "4000", "--timeout", "120"]
+    with serving(smollm2_gguf, home, "--ctx", str(CTX), *limits, "--exact") as url:
+        yield url, home / SERVE_LOG
 
 
 @pytest.fixture(scope="module")

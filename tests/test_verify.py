@@ -16,6 +16,7 @@ from support import glm_tiny
 from support.cli import one_error_line
 from support.seq2seq_tiny import write_t5
 
+import mental_edge
 from mental_edge.cli import main
 
 pytestmark = pytest.mark.slow  # real models and torch
@@ -101,6 +102,18 @@ def test_against_q8_0_is_closer_to_f16_than_q4_k_m(smol, imhi_dir):
     assert got["Q8_0"]["top5"] < got["Q4_K_M"]["top5"]
     same = verify(smol["f16"], "--against", smol["f16"], "--data", imhi_dir, *ROWS)
     assert figures(same.output)["kl"] == 0 and figures(same.output)["top5"] == 0  # a file against itself
+
+
+def test_verify_runs_out_of_the_box_on_the_imhi_rows_shipped_with_the_package(smol):
+    """No --data: an air-gapped user has no copy of the test set; the package's sample (four rows a task) serves,
+    through the CLI and the Python API alike."""
+    result = verify(smol["Q8_0"], "--against", smol["f16"], "--rows", "1", "--tasks", "DR,dreaddit")
+    assert result.exit_code in (0, 1) and "verdict: " in result.output, result.output
+    cli = figures(result.output)
+    assert cli["positions"] > 100 and cli["labels"][1] == 2  # one shipped row of each task
+    report = mental_edge.verify(smol["Q8_0"], against=smol["f16"], rows=1, tasks=["DR", "dreaddit"])
+    assert report.passed == (result.exit_code == 0) and report.figures.positions == cli["positions"]
+    assert (report.figures.labels_same, report.figures.labels) == cli["labels"]
 
 
 # ---------------------------------------------------------------- bad input, one line each

@@ -88,12 +88,13 @@ def run_job(
     with ExitStack() as stack:
         if output:  # locked before the model loads: a second run on this output stops at once
             stack.enter_context(hold_output(output))
+        # the input's errors (a missing column, say) come before the model is loaded
+        rows = read_input(source.text, source.path, text_column=source.text_column, id_column=source.id_column)
         if job.ray:
             run = _on_ray(job, job.ray, stack)
         else:
             run = _here(job, stack, say)
         tasks = [t for name in job.tasks for t in taskset.get(name, language=run.language)]
-        rows = read_input(source.text, source.path, text_column=source.text_column, id_column=source.id_column)
         writer = RecordWriter(output, resume=resume, fields=FIELDS) if output else None
         bar_cm = progress(source.count(limit)) if progress and writer else nullcontext()
         with writer or nullcontext(), bar_cm as bar:

@@ -47,9 +47,6 @@ def open_engine(
     Threads default to the cores free now; `say` hears a line when the machine's load changed that or questions
     a `threads` given (engine/threads.py). A store entry's hash and `pull --verify` verdict go into the engine's
     `info` and `settings`, so every record carries them."""
-    choice = choose_threads(threads)
-    if choice.note and say is not None:
-        say(f"mental-edge: {choice.note}")
     entry: store.ModelEntry | None
     if model is None:
         entry = store.default_model()
@@ -57,6 +54,9 @@ def open_engine(
     else:
         path = store.resolve_model(str(model))
         entry = None if Path(model).expanduser().exists() else store.find_model(str(model))
+    choice = choose_threads(threads)  # after the model is found: a wrong name is the only line said
+    if choice.note and say is not None:
+        say(f"mental-edge: {choice.note}")
     options: dict[str, Any] = {"n_ctx": n_ctx, "threads": choice.threads, "gpu_layers": gpu_layers, "exact": exact}
     engine = _loaders[-1](path, slots=slots, name=entry.name if entry else None, **options)
     if entry is not None and entry.sha256:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import torch
 
+from support.llama_shapes import llama_shapes
+
 CONFIG = dict(
     architectures=["LlamaForCausalLM"],
     model_type="llama",
@@ -25,26 +27,7 @@ CONFIG = dict(
 
 def state_dict(dtype=torch.bfloat16, seed=0) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    c = CONFIG
-    h, ff, v = c["hidden_size"], c["intermediate_size"], c["vocab_size"]
-    kv = h // c["num_attention_heads"] * c["num_key_value_heads"]
-    shapes = {"model.embed_tokens.weight": (v, h), "model.norm.weight": (h,), "lm_head.weight": (v, h)}
-    for i in range(c["num_hidden_layers"]):
-        p = f"model.layers.{i}."
-        shapes.update(
-            {
-                p + "input_layernorm.weight": (h,),
-                p + "post_attention_layernorm.weight": (h,),
-                p + "self_attn.q_proj.weight": (h, h),
-                p + "self_attn.k_proj.weight": (kv, h),
-                p + "self_attn.v_proj.weight": (kv, h),
-                p + "self_attn.o_proj.weight": (h, h),
-                p + "mlp.gate_proj.weight": (ff, h),
-                p + "mlp.up_proj.weight": (ff, h),
-                p + "mlp.down_proj.weight": (h, ff),
-                p + "self_attn.rotary_emb.inv_freq": (h // c["num_attention_heads"] // 2,),
-            }
-        )
+    shapes = llama_shapes(CONFIG, lm_head=True, rotary=True)
     return {name: torch.randn(shape, generator=g).to(dtype) for name, shape in shapes.items()}
 
 

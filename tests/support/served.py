@@ -14,6 +14,7 @@ import httpx
 
 KEY = "test-key-0123456789"
 AUTH = {"Authorization": f"Bearer {KEY}"}
+SERVE_LOG = "serve-stderr.txt"  # the server's stderr, in the home folder given to `serving`
 
 
 def _free_port() -> int:
@@ -28,7 +29,7 @@ def serving(model: Path, home: Path, *extra: str, wait: float = 90):
     port = _free_port()
     env = {**os.environ, "MENTAL_EDGE_HOME": str(home), "HF_HUB_OFFLINE": "1"}
     env.pop("MENTAL_EDGE_API_KEY", None)
-    log = home / "serve-stderr.txt"
+    log = home / SERVE_LOG
     command = [sys.executable, "-m", "mental_edge", "serve", "-m", str(model), "--port", str(port), "--api-key", KEY]
     with open(log, "wb") as err:
         proc = subprocess.Popen([*command, *extra], env=env, stdout=subprocess.DEVNULL, stderr=err)
