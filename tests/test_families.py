@@ -92,3 +92,22 @@ def test_every_registered_family_is_complete_and_its_query_format_can_be_named()
         assert family.language in ("en", "zh") and family.form in ("instruction", "completion")
         assert FORMATS[family.query_format.name] is family.query_format
     assert list(FORMATS) == ["raw", "glm"]
+
+
+def test_the_family_registry_and_the_converters_agree():
+    """Adding a family touches its family module and its converter: every checkpoint layout the GGUF converter
+    takes belongs to the family its GGUF_ARCH names, the BART converter's to the CTranslate2 family, and every
+    table elsewhere (engine, verify, pull) derives from the registry."""
+    from mental_edge.convert.arch import ARCHITECTURES
+    from mental_edge.families import FAMILIES, checkpoint_layouts, hub_models
+    from mental_edge.store.pull import KNOWN_MODELS
+    from mental_edge.verify.reference import LAYOUTS
+
+    layouts = checkpoint_layouts()
+    for hf_arch, module in ARCHITECTURES.items():
+        assert layouts[hf_arch][0] == module.GGUF_ARCH, hf_arch
+        assert FAMILIES[module.GGUF_ARCH].engine.startswith("llama.cpp")
+    assert layouts["BartForConditionalGeneration"][0] == "bart" and FAMILIES["bart"].engine == "ctranslate2"
+    assert LAYOUTS == layouts and KNOWN_MODELS == hub_models()
+    assert {m.short for m in KNOWN_MODELS.values()} >= {"mentallama-7b", "mentalglm", "mentalt5", "mentalbart"}
+    assert [f.name for f in FAMILIES.values() if f.encoder_decoder] == ["t5", "bart"]
