@@ -1,4 +1,4 @@
-"""Which guarantee holds in which mode, on IMHI rows (engine/llama.py DEFAULT_EXACT, README "Performance"):
+"""Which guarantee holds in which mode, on IMHI rows (engine/llamacpp/decoder.py DEFAULT_EXACT, docs/performance.md):
 - `--exact`: batched records equal the one-at-a-time records to the bit (micro-batches of 32, bf16 cache values,
   flash attention on, paired output rows);
 - the default (fast): the same input and settings give the same records from run to run, batched and sequential;

@@ -1,6 +1,6 @@
 """Two runs on one output, and a run onto a full disk, through the real CLI on the real small model.
 
-Runs are --exact: a resumed run gives the records of an uninterrupted one to the bit only there (README).
+Runs are --exact: a resumed run gives the records of an uninterrupted one to the bit only there (docs/analysis.md).
 """
 
 import json

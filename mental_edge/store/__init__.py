@@ -56,7 +56,7 @@ class ModelEntry:
 
 
 def size_text(n: int) -> str:
-    """A file size for people, in binary units (as the memory figures in the README)."""
+    """A file size for people, in binary units (as the memory figures in docs/performance.md)."""
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
