@@ -99,6 +99,7 @@ def test_the_family_registry_and_the_converters_agree():
     takes belongs to the family its GGUF_ARCH names, the BART converter's to the CTranslate2 family, and every
     table elsewhere (engine, verify, pull) derives from the registry."""
     from mental_edge.convert.arch import ARCHITECTURES
+
     from mental_edge.families import FAMILIES, checkpoint_layouts, hub_models
     from mental_edge.store.pull import KNOWN_MODELS
     from mental_edge.verify.reference import LAYOUTS
