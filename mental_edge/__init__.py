@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from mental_edge.version import __version__
 
 if TYPE_CHECKING:
-    from mental_edge.api.checks import VerifyReport, verify
+    from mental_edge.api.checks import VerifyReport, imhi_sample, verify
     from mental_edge.api.evaluate import Report, evaluate, write_report
     from mental_edge.api.loading import engine_loader
     from mental_edge.api.model import Model, load
@@ -39,6 +39,7 @@ _PUBLIC = {
     "Report": "mental_edge.api.evaluate",
     "write_report": "mental_edge.api.evaluate",
     "verify": "mental_edge.api.checks",
+    "imhi_sample": "mental_edge.api.checks",
     "VerifyReport": "mental_edge.api.checks",
     "engine_loader": "mental_edge.api.loading",
     "pull": "mental_edge.store.pull",
@@ -65,6 +66,7 @@ __all__ = [
     "define_task",
     "engine_loader",
     "evaluate",
+    "imhi_sample",
     "load",
     "pull",
     "records_to_frame",

@@ -158,3 +158,15 @@ def test_a_closed_model_says_so(model):
     model.close()  # twice is fine
     with pytest.raises(MentalEdgeError, match="closed"):
         model.analyze(POSTS)
+
+
+def test_no_public_name_is_also_a_submodule_name():
+    """`import mental_edge.x` sets the package's attribute `x` to that module, so a public function named like a
+    submodule would turn into the module once anything imports it (as `verify` and `tasks` once did)."""
+    import importlib
+    import pkgutil
+
+    submodules = {m.name for m in pkgutil.iter_modules(mental_edge.__path__)}
+    assert submodules & set(mental_edge.__all__) == set()
+    importlib.import_module("mental_edge.verification")  # the package that used to shadow verify()
+    assert callable(mental_edge.verify) and callable(mental_edge.tasks)

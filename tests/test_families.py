@@ -102,7 +102,7 @@ def test_the_family_registry_and_the_converters_agree():
 
     from mental_edge.families import FAMILIES, checkpoint_layouts, hub_models
     from mental_edge.store.pull import KNOWN_MODELS
-    from mental_edge.verify.reference import LAYOUTS
+    from mental_edge.verification.reference import LAYOUTS
 
     layouts = checkpoint_layouts()
     for hf_arch, module in ARCHITECTURES.items():

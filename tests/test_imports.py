@@ -29,7 +29,7 @@ FLOORS: list[list[str]] = [
     ["cli", "__main__", "__init__"],
     ["chat", "serve"],
     ["api", "distributed"],
-    ["verify"],
+    ["verification"],
     ["analysis", "store", "doctor"],
     ["prompting", "report"],
     ["families", "engine", "io", "convert"],

@@ -111,7 +111,7 @@ def test_verify_runs_out_of_the_box_on_the_imhi_rows_shipped_with_the_package(sm
     assert result.exit_code in (0, 1) and "verdict: " in result.output, result.output
     cli = figures(result.output)
     assert cli["positions"] > 100 and cli["labels"][1] == 2  # one shipped row of each task
-    report = mental_edge.verify(smol["Q8_0"], against=smol["f16"], rows=1, tasks=["DR", "dreaddit"])
+    report = mental_edge.verification(smol["Q8_0"], against=smol["f16"], rows=1, tasks=["DR", "dreaddit"])
     assert report.passed == (result.exit_code == 0) and report.figures.positions == cli["positions"]
     assert (report.figures.labels_same, report.figures.labels) == cli["labels"]
 
@@ -288,7 +288,8 @@ def test_verify_loads_torch_only_when_it_checks_against_a_checkpoint():
     import subprocess
 
     code = (
-        "import sys, mental_edge.cli, mental_edge.verify, mental_edge.verify.reference, mental_edge.store.pull;"
+        "import sys, mental_edge.cli, mental_edge.verification, mental_edge.verification.reference;"
+        "import mental_edge.store.pull;"
         "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -8,10 +8,10 @@ from pathlib import Path
 from mental_edge import store
 from mental_edge.api.loading import Say
 from mental_edge.errors import MentalEdgeError
-from mental_edge.verify import DEFAULT_ROWS, sample_data, verify_against, verify_reference
-from mental_edge.verify.measures import Report as VerifyReport
+from mental_edge.verification import DEFAULT_ROWS, imhi_sample, verify_against, verify_reference
+from mental_edge.verification.measures import Report as VerifyReport
 
-__all__ = ["VerifyReport", "verify"]
+__all__ = ["VerifyReport", "imhi_sample", "verify"]
 
 
 def verify(
@@ -35,7 +35,7 @@ def verify(
     if (reference is None) == (against is None):
         raise MentalEdgeError("give one of --reference CHECKPOINT_DIR or --against OTHER_MODEL")
     path = store.resolve_model(str(model))
-    data = data if data is not None else sample_data()
+    data = data if data is not None else imhi_sample()
     options = {"threads": threads, "gpu_layers": gpu_layers}
     if reference is not None:
         return verify_reference(

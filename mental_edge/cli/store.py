@@ -35,7 +35,7 @@ def pull(name_or_repo, quant, revision, outtype, keep_download, verify_data, tok
     check = None
     if verify_data is not None:
         from mental_edge import verify
-        from mental_edge.verify import reference as verify_reference
+        from mental_edge.verification import reference as verify_reference
 
         verify_reference.check_extra()  # before gigabytes are downloaded
         check = verify.pull_check(verify_data, say=say)

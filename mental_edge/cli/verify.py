@@ -7,7 +7,7 @@ import click
 from mental_edge.api.checks import verify as run_verify
 from mental_edge.cli import main
 from mental_edge.cli.options import say
-from mental_edge.verify import DEFAULT_ROWS
+from mental_edge.verification import DEFAULT_ROWS
 
 
 @main.command()

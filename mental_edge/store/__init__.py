@@ -38,7 +38,7 @@ class ModelEntry:
     source: str  # hub repo id, or the path it was imported from
     revision: str  # resolved commit sha, "" when unknown
     date: str  # when it entered the store, UTC ISO-8601
-    verification: dict | None = None  # `pull --verify`'s result (mental_edge.verify.pull_check), None: not checked
+    verification: dict | None = None  # `pull --verify`'s result (verification.pull_check), None: not checked
 
     @classmethod
     def from_dict(cls, data: dict) -> ModelEntry:

@@ -19,7 +19,7 @@ def one_error_line(result: Result, *words: str, besides_indented: bool = False) 
     indented progress lines printed before the error may stand beside it."""
     assert result.exit_code == 1, result.output
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    lines = [line for line in result.output.strip().splitlines() if line.strip()]
+    lines = [line for line in result.output.splitlines() if line.strip()]
     if besides_indented:
         lines = [line for line in lines if not line.startswith("  ")]
     assert len(lines) == 1 and lines[0].startswith("Error: "), result.output

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from mental_edge.engine import Engine
 from mental_edge.errors import MentalEdgeError
-from mental_edge.verify.measures import (
+from mental_edge.verification.measures import (
     Item,
     Report,
     Say,
@@ -33,7 +33,7 @@ from mental_edge.verify.measures import (
 DEFAULT_ROWS = 2  # IMHI rows per task
 
 
-def sample_data() -> Path:
+def imhi_sample() -> Path:
     """The IMHI rows shipped with the package (prompts/imhi-sample: four a task, both forms), used when no data
     is given: an air-gapped machine has no copy of the test set."""
     return Path(str(resources.files("mental_edge.prompts") / "imhi-sample"))
@@ -202,7 +202,7 @@ def verify_reference(
 ) -> Report:
     """The model file against the Hugging Face checkpoint it was converted from, run by transformers."""
     from mental_edge.prompting import load_tasks
-    from mental_edge.verify import reference as hf
+    from mental_edge.verification import reference as hf
 
     checkpoint = Path(checkpoint)
     hf.check_extra()
