@@ -69,11 +69,14 @@ class Head:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+        deadline = time.time() + 10  # SIGKILL is delivered, not yet done, when os.kill returns
+        while session_members(self.process.pid) and time.time() < deadline:
+            time.sleep(0.1)
         shutil.rmtree(self.temp, ignore_errors=True)
 
 
 def session_members(sid: int) -> list[int]:
-    """The processes of session `sid` (the head's `ray start`, started in a session of its own)."""
+    """The live processes of session `sid` (the head's `ray start`, started in a session of its own)."""
     members = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -81,7 +84,7 @@ def session_members(sid: int) -> list[int]:
                 fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
             except (OSError, IndexError):
                 continue
-            if int(fields[3]) == sid:  # the field after state, ppid, pgrp
+            if int(fields[3]) == sid and fields[0] != "Z":  # fields: state, ppid, pgrp, session; not a zombie
                 members.append(int(entry.name))
     return members
 
