@@ -12,7 +12,9 @@ as the run started with). A chunk's records are written once, and a record whose
 written is dropped, so nothing is lost and nothing is written twice.
 
 Post text travels through Ray's object store (and may be spilled to a node's disk under memory pressure):
-run it on machines you would trust with the posts.
+run it on machines you would trust with the posts. Joining a cluster goes through `ray_auth`: the token found
+the way Ray documents it, a refusal for want of it said in one line, and a cluster that does not enforce token
+authentication refused unless the caller allows it (`allow_unauthenticated`, recorded in `run.ray.auth`).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from mental_edge import store
+from mental_edge import ray_auth, store
 from mental_edge.analysis import Analyzer
 from mental_edge.analysis.runner import RunSummary, run_analysis, work_left
 from mental_edge.engine import load_engine
@@ -89,28 +91,39 @@ class RayAnalysis:
     """A pool of Ray actors analysing rows; `run_analysis` takes the arguments of `runner.run_analysis`.
 
     `address` is a Ray address (`auto`, `HOST:PORT`, `ray://HOST:10001`) or `local` to start a Ray instance
-    on this machine (an already connected Ray session is used as it is). Use it as a context manager: the
+    on this machine (an already connected Ray session is used as it is). A cluster whose nodes do not enforce
+    Ray's token authentication is refused unless `allow_unauthenticated`. Use it as a context manager: the
     workers, and a local instance it started, end with it.
     """
 
-    def __init__(self, address: str, spec: ModelSpec, settings: dict, workers: int | None = None):
+    def __init__(
+        self,
+        address: str,
+        spec: ModelSpec,
+        settings: dict,
+        workers: int | None = None,
+        allow_unauthenticated: bool = False,
+    ):
+        ray_auth.prepare(address)
         self.ray = _import_ray()
         self.address, self.spec, self.settings = address, spec, settings
         self.started = _connect(self.ray, address, workers)
-        self.workers = workers or len([n for n in self.ray.nodes() if n.get("Alive")])
-        if address == "local":  # the workers share this machine's free cores
-            choice = cpu.choose_threads(spec.options["threads"], engines=self.workers)
-            if choice.note:
-                print(f"mental-edge: {choice.note}", file=sys.stderr)
-            threads = choice.threads
-            self.spec = ModelSpec(**{**spec.__dict__, "options": {**spec.options, "threads": threads}})
-        self._check_resources()
         self.lost = 0  # workers that died during the run
         self.retried = 0  # chunks sent again after their worker died
         self._slots: list[_Slot] = []
         self._retry: deque[_Chunk] = deque()  # chunks whose worker died, to send again first
         self._pulled = 0  # chunks read from the input so far in this run
         try:
+            modes, driver = self._node_modes(), ray_auth.node_mode()
+            self.auth = ray_auth.check_enforced(address, modes, allow_unauthenticated, driver)
+            self.workers = workers or len([n for n in self.ray.nodes() if n.get("Alive")])
+            if address == "local":  # the workers share this machine's free cores
+                choice = cpu.choose_threads(spec.options["threads"], engines=self.workers)
+                if choice.note:
+                    print(f"mental-edge: {choice.note}", file=sys.stderr)
+                threads = choice.threads
+                self.spec = ModelSpec(**{**spec.__dict__, "options": {**spec.options, "threads": threads}})
+            self._check_resources()
             self._slots = [_Slot(self._new_actor()) for _ in range(self.workers)]
             facts = self._get([s.actor.ready.remote() for s in self._slots])
         except _WorkerLost as exc:
@@ -129,6 +142,8 @@ class RayAnalysis:
     def report(self) -> str:
         """One line on where the run went, and on workers lost, for the end of `analyze`."""
         line = f"ran on Ray: {self.workers} workers on {len(self.nodes)} node(s)"
+        if self.auth != "token":
+            line += " (a cluster without token authentication, as allowed)"
         if self.lost:
             line += f"; {self.lost} worker(s) lost, {self.retried} chunk(s) of theirs redone by others"
         return line
@@ -152,7 +167,7 @@ class RayAnalysis:
         self._pulled = 0
         job = self.ray.put((list(tasks), taskset))
         source = _chunks(rows, tasks, taskset, done, limit, summary)
-        written = _Written(done, write, summary, on_row, {"workers": self.workers})
+        written = _Written(done, write, summary, on_row, {"workers": self.workers, "auth": self.auth})
         in_flight: dict = {}  # object ref -> (slot, chunk)
         while True:
             for slot, chunk in self._dispatch(source, written):
@@ -224,6 +239,15 @@ class RayAnalysis:
             if isinstance(exc.cause, MentalEdgeError):
                 raise MentalEdgeError(str(exc.cause)) from None
             raise
+
+    def _node_modes(self) -> list[str]:
+        """Each live node's Ray authentication mode, from a tiny task pinned to it (before any post is sent)."""
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        check = self.ray.remote(num_cpus=0)(ray_auth.node_mode)
+        nodes = [n["NodeID"] for n in self.ray.nodes() if n.get("Alive")]
+        pinned = [NodeAffinitySchedulingStrategy(node, soft=False) for node in nodes]
+        return self.ray.get([check.options(scheduling_strategy=where).remote() for where in pinned])
 
     def _check_resources(self) -> None:
         need = self.workers * (self.spec.options["threads"] or 1)
@@ -357,16 +381,36 @@ def _connect(ray, address: str, workers: int | None) -> bool:
     """Join (or, for `local`, start) a Ray cluster; True when this call started the session."""
     if ray.is_initialized():
         return False
+    _check_reachable(address)
     quiet = {"log_to_driver": False, "logging_level": logging.ERROR}
     try:
-        if address == "local":
-            cpus = max(os.cpu_count() or 1, workers or 1)
-            ray.init(address="local", num_cpus=cpus, include_dashboard=False, **quiet)
-        else:
-            ray.init(address=address, **quiet)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise MentalEdgeError(f"cannot reach the Ray cluster at {address}: {_first_line(exc)}") from None
+        with ray_auth.quiet_stderr():
+            if address == "local":
+                cpus = max(os.cpu_count() or 1, workers or 1)
+                ray.init(address="local", num_cpus=cpus, include_dashboard=False, **quiet)
+            else:
+                ray.init(address=address, **quiet)
+    except Exception as exc:  # Ray's own kinds vary: ConnectionError, RuntimeError, AuthenticationError...
+        refused = ray_auth.refusal(address, exc)
+        if refused is not None:
+            raise refused from None
+        if isinstance(exc, (ConnectionError, RuntimeError, ValueError)):
+            raise MentalEdgeError(f"cannot reach the Ray cluster at {address}: {_first_line(exc)}") from None
+        raise
     return True
+
+
+def _check_reachable(address: str) -> None:
+    """A HOST:PORT nothing answers on fails here at once (Ray itself would keep retrying for minutes)."""
+    if address in ("local", "auto") or "://" in address or ":" not in address:
+        return
+    host, _, port = address.rpartition(":")
+    if not port.isdigit():
+        return  # Ray says what is wrong with it
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=10).close()
+    except OSError as exc:
+        raise MentalEdgeError(f"cannot reach the Ray cluster at {address}: {exc.strerror or exc}") from None
 
 
 def _first_line(exc: BaseException) -> str:

@@ -28,7 +28,7 @@ SOURCES = {"mental_edge": ROOT / "mental_edge", "mental_edge.convert": ROOT / "c
 FLOORS: list[list[str]] = [
     ["cli", "__main__", "__init__"],
     ["chat", "serve"],
-    ["api", "distributed"],
+    ["api", "distributed", "ray_auth"],
     ["verification"],
     ["analysis", "store", "doctor"],
     ["prompting", "report"],

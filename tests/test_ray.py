@@ -36,10 +36,17 @@ SETTINGS = ["--task", "DR", "--task", "dreaddit", "--max-tokens", "6", "--thread
 
 
 @pytest.fixture(scope="module")
-def ray_session():
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
-    yield
-    ray.shutdown()
+def ray_session(tmp_path_factory):
+    """Token authentication on (Ray's default for a local instance since 2.59: it sets RAY_AUTH_MODE itself),
+    the token it makes in a HOME of its own; the environment as it was afterwards."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("HOME", str(tmp_path_factory.mktemp("ray-home")))
+        for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS"):
+            env.setenv(name, "")  # remembered as unset, so that undoing removes what Ray sets
+            env.delenv(name)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+        yield
+        ray.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +87,7 @@ def test_records_equal_the_single_machine_run(ray_session, smollm2_gguf, posts, 
     assert len(reference) == 2 * ROWS
     assert without_ray(records) == reference  # same records, same order
     assert {r["run"]["ray"]["workers"] for r in records} == {2}
+    assert {r["run"]["ray"]["auth"] for r in records} == {"token"}
     assert "ran on Ray: 2 workers on 1 node(s)" in result.output
 
 

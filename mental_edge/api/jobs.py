@@ -56,7 +56,8 @@ class JobSummary:
 @dataclass(frozen=True)
 class Job:
     """One analysis run: the model (`load`'s keywords), the task names, the analysis settings (Model.iter_rows'
-    keywords: explain, max_tokens, free, sampling, prompt_format) and where it runs (`ray`: a cluster address)."""
+    keywords: explain, max_tokens, free, sampling, prompt_format) and where it runs (`ray`: a cluster address;
+    `ray_allow_unauthenticated`: also one that does not enforce Ray's token authentication, see docs/ray.md)."""
 
     model: dict[str, Any]
     tasks: Sequence[str] = ()
@@ -64,6 +65,7 @@ class Job:
     prompts: str | Path | None = None
     ray: str | None = None
     ray_workers: int | None = None
+    ray_allow_unauthenticated: bool = False
 
 
 def run_job(
@@ -85,6 +87,8 @@ def run_job(
         raise MentalEdgeError("say which task with --task (e.g. --task DR, --task all)")
     if job.ray_workers and not job.ray:
         raise MentalEdgeError("--ray-workers needs --ray ADDRESS")
+    if job.ray_allow_unauthenticated and not job.ray:
+        raise MentalEdgeError("--ray-allow-unauthenticated needs --ray ADDRESS")
     with ExitStack() as stack:
         if output:  # locked before the model loads: a second run on this output stops at once
             stack.enter_context(hold_output(output))
@@ -158,5 +162,8 @@ def _on_ray(job: Job, address: str, stack: ExitStack) -> _Run:
         slots=1 if options.pop("sequential", False) else options.pop("slots", None),
         **options,
     )
-    cluster = stack.enter_context(RayAnalysis(address, spec, job.settings, job.ray_workers))
+    allow = job.ray_allow_unauthenticated
+    cluster = stack.enter_context(
+        RayAnalysis(address, spec, job.settings, job.ray_workers, allow_unauthenticated=allow)
+    )
     return _Run(cluster.language, cluster.run_analysis, cluster.report)

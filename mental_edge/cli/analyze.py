@@ -44,6 +44,12 @@ from mental_edge.errors import MentalEdgeError
     default=None,
     help="Engines on the Ray cluster (default: one per node).",
 )
+@click.option(
+    "--ray-allow-unauthenticated",
+    "ray_unauthenticated",
+    is_flag=True,
+    help="Send the posts to a Ray cluster that does not enforce token authentication (recorded in run.ray.auth).",
+)
 @analysis_options
 @sampling_options
 @model_options
@@ -59,6 +65,7 @@ def analyze(
     id_column,
     ray_address,
     ray_workers,
+    ray_unauthenticated,
     analysis,
     prompts_dir,
     sampling,
@@ -71,7 +78,8 @@ def analyze(
     if text is None and input_path is None and sys.stdin.isatty():
         raise MentalEdgeError("give a post as TEXT, a file with --input, or posts on stdin")
     settings = {**analysis, "explain": not no_explain, "sampling": sampling}
-    job = Job(model_opts, task_names, settings, prompts=prompts_dir, ray=ray_address, ray_workers=ray_workers)
+    ray = {"ray": ray_address, "ray_workers": ray_workers, "ray_allow_unauthenticated": ray_unauthenticated}
+    job = Job(model_opts, task_names, settings, prompts=prompts_dir, **ray)
     source = Input(text, input_path, text_column=text_column, id_column=id_column)
     done = run_job(
         job, source, output=output, resume=resume, limit=limit, write=print_record, progress=progress_bar, say=say
