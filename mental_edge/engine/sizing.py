@@ -23,13 +23,27 @@ import ctypes
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["DEFAULT_SLOTS", "Sizing", "available_memory", "cache_bytes_per_token", "choose"]
+__all__ = [
+    "DEFAULT_SLOTS",
+    "MAX_TRAIN_CONTEXT",
+    "MIN_TRAIN_CONTEXT",
+    "Sizing",
+    "available_memory",
+    "cache_bytes_per_token",
+    "choose",
+    "seq2seq_context",
+]
 
 DEFAULT_SLOTS = 8  # requests in flight when memory allows (chosen from the 7B shape's 4 / 8 / 16 figures above)
 RESERVE = 1 << 30  # bytes kept free for compute buffers, the interpreter and the rest of the machine
 CACHE_SHARE = 0.5  # of the memory left after RESERVE, what the cache may take
 MIN_CELLS_PER_SLOT = 512  # a slot with less room than this would hold one short post at most
 MEMINFO = Path("/proc/meminfo")
+# The largest training context a model file may declare (engine/file_check.py refuses more): llama-cpp-python
+# allocates that many tokens on every tokenize call, so the number must be one a machine can size (4 MiB here).
+MAX_TRAIN_CONTEXT = 1 << 20
+MIN_TRAIN_CONTEXT = 64  # and the smallest (the --ctx minimum; llama.cpp aborts on a context of 16 cells)
+SEQ2SEQ_CTX = 2048  # an encoder-decoder's context when none is asked for, at most its training context
 
 
 @dataclass(frozen=True)
@@ -78,6 +92,14 @@ def choose(
     if chosen == 1:
         return Sizing(1, n_ctx, "memory for one context only")
     return Sizing(chosen, max(cells, n_ctx), _why(cells, n_ctx * default_slots, fits, ceiling))
+
+
+def seq2seq_context(*, requested: int | None, n_ctx_train: int, per_token: int, available: int | None) -> int:
+    """An encoder-decoder's context (its encoder's input limit, its decoder's length limit and its batch): the one
+    asked for or SEQ2SEQ_CTX, at most the training context, and never more cells than the cache budget holds."""
+    free = 8 << 30 if available is None else available
+    fits = max(int((free - RESERVE) * CACHE_SHARE), 0) // max(per_token, 1)
+    return max(1, min(requested or SEQ2SEQ_CTX, n_ctx_train, max(fits, 64)))
 
 
 def _why(cells: int, wanted: int, fits: int, ceiling: int) -> str:

@@ -11,13 +11,14 @@ Adding a family is one module and one line here, plus its converter (docs/archit
 from __future__ import annotations
 
 from mental_edge.families import bart, chatglm, llama, t5
-from mental_edge.families.base import RAW, ChatFormat, Family, HubModel, Message, QueryFormat
+from mental_edge.families.base import RAW, ChatFormat, Family, FileShape, HubModel, Message, QueryFormat
 
 __all__ = [
     "FAMILIES",
     "OTHER",
     "ChatFormat",
     "Family",
+    "FileShape",
     "HubModel",
     "Message",
     "QueryFormat",

@@ -62,6 +62,20 @@ class HubModel:
 
 
 @dataclass(frozen=True)
+class FileShape:
+    """What a family's GGUF file must hold, checked by engine/file_check.py before llama.cpp reads it (keys are
+    named after "<architecture>."): `blocks`, each block-count key with the tensor-name prefix of the blocks it
+    counts; `required`, the hyperparameters its loader reads; `dims`, a key with the tensor and dimension (ggml
+    order: 0 is the row length) that must equal it; `tokenizers`, the tokenizer models (`tokenizer.ggml.model`)
+    its files use."""
+
+    blocks: Mapping[str, str]
+    required: tuple[str, ...]
+    dims: Mapping[str, tuple[str, int]]
+    tokenizers: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Family:
     """Everything the package knows of a model family, so that no other module keeps a table of families.
 
@@ -73,7 +87,7 @@ class Family:
     encoder-decoder API, "ctranslate2"); `checkpoints`, the Hugging Face `architectures[0]` it converts from, each
     with how `verify` loads that checkpoint in transformers ("causal", "glm-remote", "seq2seq", "bart"); the
     converter itself is convert/arch/ (GGUF) or convert/bart_ct2.py, which never import the runtime; `hub_models`,
-    the short names `pull` knows."""
+    the short names `pull` knows; `file_shape`, what its GGUF files must hold (None: not a GGUF family)."""
 
     name: str
     language: str
@@ -83,6 +97,7 @@ class Family:
     engine: str = "llama.cpp"
     checkpoints: Mapping[str, str] = field(default_factory=dict)
     hub_models: tuple[HubModel, ...] = ()
+    file_shape: FileShape | None = None
 
     @property
     def encoder_decoder(self) -> bool:

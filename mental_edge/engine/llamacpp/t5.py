@@ -29,6 +29,7 @@ from mental_edge.engine.llamacpp.common import (
     log_softmax,
     model_info,
 )
+from mental_edge.engine.sizing import available_memory, cache_bytes_per_token, seq2seq_context
 from mental_edge.errors import MentalEdgeError
 
 SCORE_SEQS = 8  # decoder sequences scored in one batch
@@ -56,8 +57,12 @@ class LlamaT5Engine(LlamaCppEngine):
         self._model = self._load_model(path, gpu_layers)
         if not llama_cpp.llama_model_has_encoder(self._model.model):
             raise MentalEdgeError(f"{path}: this model has no encoder (open it with the decoder-only engine)")
-        n_ctx_train = self._model.n_ctx_train()
-        self.n_ctx = n_ctx or n_ctx_train  # the encoder's input limit and the decoder's length limit
+        self.n_ctx = seq2seq_context(  # the encoder's input limit and the decoder's length limit (engine/sizing.py)
+            requested=n_ctx,
+            n_ctx_train=self._model.n_ctx_train(),
+            per_token=cache_bytes_per_token(self._model.metadata()),
+            available=available_memory(gpu_layers != 0),
+        )
         self.n_batch = self.n_ctx  # llama_encode takes the whole input in one micro-batch
         self._ctx = self._context(threads)
         self._batch = _internals.LlamaBatch(n_tokens=self.n_batch, embd=0, n_seq_max=SCORE_SEQS, verbose=False)
