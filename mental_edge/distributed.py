@@ -70,7 +70,9 @@ class _Slot:
     busy: int = 0  # chunks sent to it and not yet back
 
 
-def model_spec(model: str | None, n_ctx=None, threads=None, gpu_layers=None, slots=None, exact=False) -> ModelSpec:
+def model_spec(
+    model: str | None, n_ctx=None, threads=None, gpu_layers=None, slots=None, exact=False, allow_architectures=()
+) -> ModelSpec:
     """Resolve a store name or path on the driver (as `open_engine` would) into what the workers load."""
     if model is None:
         entry = store.default_model()
@@ -84,6 +86,7 @@ def model_spec(model: str | None, n_ctx=None, threads=None, gpu_layers=None, slo
     else:
         size, digest = None, entry.sha256 if entry else None
     options = {"n_ctx": n_ctx, "threads": threads, "gpu_layers": gpu_layers, "slots": slots, "exact": exact}
+    options["allow_architectures"] = tuple(allow_architectures)
     return ModelSpec(str(path), entry.name if entry else None, size, digest, options)
 
 

@@ -6,7 +6,7 @@ given function instead of the built-in backends (the test suite's fake engine go
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -41,12 +41,14 @@ def open_engine(
     slots: int | None = None,
     exact: bool = False,
     say: Say | None = None,
+    allow_architectures: Sequence[str] = (),
 ) -> Engine:
     """Load a model by store name or path (a GGUF file, a CTranslate2 folder); with none, the store's only model.
 
     Threads default to the cores free now; `say` hears a line when the machine's load changed that or questions
     a `threads` given (engine/threads.py). A store entry's hash and `pull --verify` verdict go into the engine's
-    `info` and `settings`, so every record carries them."""
+    `info` and `settings`, so every record carries them. `allow_architectures`: GGUF architectures to run beyond
+    the built-in families (engine/file_check.py; passed to the loader only when some are named)."""
     entry: store.ModelEntry | None
     if model is None:
         entry = store.default_model()
@@ -58,6 +60,8 @@ def open_engine(
     if choice.note and say is not None:
         say(f"mental-edge: {choice.note}")
     options: dict[str, Any] = {"n_ctx": n_ctx, "threads": choice.threads, "gpu_layers": gpu_layers, "exact": exact}
+    if allow_architectures:
+        options["allow_architectures"] = tuple(allow_architectures)
     engine = _loaders[-1](path, slots=slots, name=entry.name if entry else None, **options)
     if entry is not None and entry.sha256:
         engine.info.sha256 = entry.sha256  # the store hashed the file once; no need to read gigabytes again

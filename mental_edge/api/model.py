@@ -43,13 +43,15 @@ def load(
     exact: bool = False,
     prompts: str | Path | None = None,
     say: Say | None = None,
+    allow_architectures: Sequence[str] = (),
 ) -> Model:
     """Open a model: a store name, a GGUF file or a CTranslate2 folder (None: the store's only model).
 
     `ctx` context size in tokens; `threads` CPU threads (default: the cores free now); `gpu_layers` layers on the
     GPU; `slots` requests kept in flight (default: sized from the model and the memory free), `sequential` one at
     a time; `exact` batched results equal the sequential ones to the bit (slower on a CPU); `prompts` a folder of
-    task files and templates adding to the package's. Close it (or use `with`) to free llama.cpp's memory."""
+    task files and templates adding to the package's; `allow_architectures` GGUF architectures to run beyond the
+    built-in families (docs/model-files.md). Close it (or use `with`) to free llama.cpp's memory."""
     engine = open_engine(
         model,
         n_ctx=ctx,
@@ -58,6 +60,7 @@ def load(
         slots=1 if sequential else slots,
         exact=exact,
         say=say,
+        allow_architectures=allow_architectures,
     )
     return Model(engine, prompts=prompts)
 

@@ -24,11 +24,14 @@ def model_options(func=None, *, slots: bool = True):
     options = [*_MODEL_OPTIONS, *(_SLOT_OPTIONS if takes_slots else ())]
 
     @functools.wraps(func)
-    def wrapper(*args, model, n_ctx, threads, gpu_layers, slots=None, sequential=False, exact=False, **kwargs):
+    def wrapper(
+        *args, model, n_ctx, threads, gpu_layers, allow_architectures, slots=None, sequential=False, exact=False, **kw
+    ):
         opts = {"model": model, "ctx": n_ctx, "threads": threads, "gpu_layers": gpu_layers}
+        opts["allow_architectures"] = allow_architectures
         if takes_slots:
             opts |= {"slots": slots, "sequential": sequential, "exact": exact}
-        return func(*args, model_opts=opts, **kwargs)
+        return func(*args, model_opts=opts, **kw)
 
     for option in reversed(options):
         wrapper = option(wrapper)
@@ -59,6 +62,15 @@ _MODEL_OPTIONS = (
         default=None,
         help="Layers offloaded to the GPU (default: all when llama.cpp has a GPU backend, else none).",
     ),
+    click.option(
+        "--allow-architecture",
+        "allow_architectures",
+        multiple=True,
+        callback=lambda ctx, param, value: _allowed_architectures(value),
+        metavar="ARCH",
+        help="Also run model files of this GGUF architecture beyond llama, chatglm and t5 (repeatable; setting: "
+        "MENTAL_EDGE_ALLOW_ARCHITECTURES). The file check still applies; recorded in every record.",
+    ),
 )
 _SLOT_OPTIONS = (
     click.option(
@@ -76,6 +88,14 @@ _SLOT_OPTIONS = (
         "flash attention on: about 26% slower on a CPU). Default: fast, the same records from run to run.",
     ),
 )
+
+
+def _allowed_architectures(named: tuple[str, ...]) -> tuple[str, ...]:
+    """The --allow-architecture names plus the setting's (MENTAL_EDGE_ALLOW_ARCHITECTURES, commas or spaces)."""
+    import os
+
+    setting = os.environ.get("MENTAL_EDGE_ALLOW_ARCHITECTURES", "")
+    return tuple(sorted({a for v in (*named, setting) for a in v.replace(",", " ").split()}))
 
 
 def say(message: str) -> None:

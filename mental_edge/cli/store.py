@@ -5,6 +5,7 @@ import click
 from mental_edge import store
 from mental_edge.cli import main
 from mental_edge.cli.options import say
+from mental_edge.errors import MentalEdgeError
 from mental_edge.store.pull import pull as pull_model
 
 _COLUMNS = ("NAME", "ARCHITECTURE", "QUANT", "SIZE", "SHA256", "SOURCE", "REVISION", "VERIFIED")
@@ -69,10 +70,19 @@ def models(ctx):
         ctx.invoke(ls)
 
 
+def _unchanged(entry):
+    """The entry re-hashed when its file's size or mtime moved; a changed file said on stderr, still listed."""
+    try:
+        return store.check_unchanged(entry)
+    except MentalEdgeError as exc:
+        click.echo(f"mental-edge: {exc}", err=True)
+        return entry
+
+
 @models.command()
 def ls():
     """List the models in the store."""
-    entries = store.list_models()
+    entries = [_unchanged(e) for e in store.list_models()]
     if not entries:
         click.echo(f"The store ({store.store_home()}) is empty: {store.HOW_TO_GET}.")
         return
