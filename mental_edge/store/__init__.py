@@ -17,7 +17,7 @@ import os
 import re
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -25,6 +25,7 @@ from mental_edge.errors import MentalEdgeError
 
 HOW_TO_GET = "get one with 'mental-edge pull mentallama-7b' or 'mental-edge import FILE.gguf'"
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]*")
+_OPTIONAL = ("verification", "mtime")
 
 
 @dataclass(frozen=True)
@@ -39,10 +40,11 @@ class ModelEntry:
     revision: str  # resolved commit sha, "" when unknown
     date: str  # when it entered the store, UTC ISO-8601
     verification: dict | None = None  # `pull --verify`'s result (verification.pull_check), None: not checked
+    mtime: float | None = None  # the hashed file's mtime when last hashed (None: an entry from before it was kept)
 
     @classmethod
     def from_dict(cls, data: dict) -> ModelEntry:
-        return cls(**{f.name: data.get(f.name, None if f.name == "verification" else "") for f in fields(cls)})
+        return cls(**{f.name: data.get(f.name, None if f.name in _OPTIONAL else "") for f in fields(cls)})
 
     def verified_text(self) -> str:
         """For `models`: "yes 18/18" (label agreement), "NO 12/18", or "-" when never checked."""
@@ -152,32 +154,28 @@ def sha256_of(path: Path) -> str:
 
 
 def gguf_facts(path: Path) -> tuple[str, str]:
-    """(architecture, file type) of a GGUF file; a file that is not a whole GGUF gives one line naming it."""
-    import struct
+    """(architecture, file type) of a GGUF file; a file that is not a whole GGUF gives one line naming it. The
+    header is read with bounded reads (engine/gguf_header.py), so a hostile file is refused before it is copied."""
+    from gguf import LlamaFileType
 
-    from gguf import GGUFReader, LlamaFileType
+    from mental_edge.engine.gguf_header import FileProblem, read_header
 
     with open(path, "rb") as f:
         if f.read(4) != b"GGUF":
             raise MentalEdgeError(f"{path} is not a GGUF file (bad magic)")
     try:
-        reader = GGUFReader(path)
-        arch_field = reader.get_field("general.architecture")
-        architecture = arch_field.contents() if arch_field else None
-        type_field = reader.get_field("general.file_type")
-        file_type = int(type_field.contents()) if type_field else None
-        end = max((t.data_offset + int(t.n_bytes) for t in reader.tensors), default=0)
-    except (ValueError, KeyError, IndexError, TypeError, OverflowError, struct.error) as exc:
-        raise MentalEdgeError(f"{path} is not a readable GGUF file ({type(exc).__name__}: {exc})") from None
-    if not architecture:
+        header = read_header(path)
+    except FileProblem as exc:
+        raise MentalEdgeError(f"{path} is not a readable GGUF file ({exc})") from None
+    architecture = header.values.get("general.architecture")
+    if not architecture or not isinstance(architecture, str):
         raise MentalEdgeError(f"{path} has no general.architecture: not a model GGUF")
-    if end > path.stat().st_size:
-        raise MentalEdgeError(f"{path} is truncated: its tensors need {end} bytes, the file has {path.stat().st_size}")
+    file_type = header.values.get("general.file_type")
     try:
         quant = LlamaFileType(file_type).name.removeprefix("MOSTLY_").removeprefix("ALL_")
     except ValueError:
         quant = "unknown" if file_type is None else f"type {file_type}"
-    return str(architecture), quant
+    return architecture, quant
 
 
 def _folder_facts(path: Path) -> tuple[str, int, str]:
@@ -185,8 +183,7 @@ def _folder_facts(path: Path) -> tuple[str, int, str]:
     weights = path / "model.bin"
     if not weights.is_file():
         raise MentalEdgeError(f"{path} is a folder without model.bin: not a CTranslate2 model")
-    size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-    return "ctranslate2", size, sha256_of(weights)
+    return "ctranslate2", _folder_facts_size(path), sha256_of(weights)
 
 
 def describe(path: Path, name: str, source: str, revision: str = "", quant: str = "") -> ModelEntry:
@@ -197,6 +194,7 @@ def describe(path: Path, name: str, source: str, revision: str = "", quant: str 
         architecture, quant = gguf_facts(path)
         size, digest = path.stat().st_size, sha256_of(path)
     return ModelEntry(
+        mtime=_hashed_file(path).stat().st_mtime,
         name=name,
         file=path.name,
         architecture=architecture,
@@ -207,6 +205,45 @@ def describe(path: Path, name: str, source: str, revision: str = "", quant: str 
         revision=revision,
         date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
+
+
+def _hashed_file(path: Path) -> Path:
+    """The file whose sha256 an entry keeps: the GGUF file, or a CTranslate2 folder's model.bin."""
+    return path / "model.bin" if path.is_dir() else path
+
+
+def check_unchanged(entry: ModelEntry) -> ModelEntry:
+    """The entry, once its file is known to be the one that entered the store: when size or mtime differ from
+    the entry's (or no mtime was kept), the file is hashed again; the same hash keeps the entry (its mtime
+    brought up to date), another is one line saying what changed and how to re-import."""
+    path = model_path(entry)
+    hashed = _hashed_file(path)
+    if not hashed.is_file():
+        raise MentalEdgeError(
+            f"store model '{entry.name}' lost its file {hashed}: 'mental-edge models rm {entry.name}' and pull it again"
+        )
+    stat = hashed.stat()
+    size = _folder_facts_size(path) if path.is_dir() else stat.st_size
+    if size == entry.size and entry.mtime == stat.st_mtime:
+        return entry
+    digest = sha256_of(hashed)
+    if digest != entry.sha256:
+        what = f"size {entry.size} -> {size} bytes, " if size != entry.size else ""
+        raise MentalEdgeError(
+            f"store model '{entry.name}': {hashed} changed since it entered the store ({what}sha256 "
+            f"{entry.sha256[:12]} -> {digest[:12]}); re-import the original with 'mental-edge models rm {entry.name}' "
+            f"and 'mental-edge import FILE --name {entry.name}' (or pull it again)"
+        )
+    with _locked():
+        entries = _read_registry()
+        if entry.name in entries:
+            entries[entry.name] = replace(entries[entry.name], size=size, mtime=stat.st_mtime)
+            _write_registry(entries)
+    return replace(entry, size=size, mtime=stat.st_mtime)
+
+
+def _folder_facts_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
 def register(entry: ModelEntry) -> ModelEntry:
