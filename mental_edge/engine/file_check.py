@@ -255,11 +255,14 @@ def _check_tokens(tokens: list[bytes], model) -> None:
     """Token texts are UTF-8, and a SentencePiece vocabulary holds a token for every byte: llama.cpp falls back on
     `<0xXX>` (or the byte itself) with no fallback of its own while tokenizing, and a missing one ends the
     process. (Byte-level BPE looks its bytes up softly: SmolLM2 lacks some control bytes.)"""
-    for i, token in enumerate(tokens):
-        try:
-            token.decode("utf-8")
-        except UnicodeDecodeError:
-            raise FileProblem(f"token {i} of tokenizer.ggml.tokens is not UTF-8 text") from None
+    try:  # one decode: a newline between tokens ends any character a token leaves unfinished
+        b"\n".join(tokens).decode("utf-8")
+    except UnicodeDecodeError:
+        for i, token in enumerate(tokens):
+            try:
+                token.decode("utf-8")
+            except UnicodeDecodeError:
+                raise FileProblem(f"token {i} of tokenizer.ggml.tokens is not UTF-8 text") from None
     if model == "llama":
         held = set(tokens)
         missing = [b for b in range(256) if f"<0x{b:02X}>".encode() not in held and bytes([b]) not in held]

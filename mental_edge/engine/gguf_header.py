@@ -126,20 +126,33 @@ class _Bytes:
         return self.take(n, what)
 
     def strings(self, count: int, what: str, keep: bool) -> list[bytes] | None:
-        """A string array's items (kept only when asked: a vocabulary's tokens), each length checked."""
+        """A string array's items (kept only when asked: a vocabulary's tokens), each length checked. The loop
+        works on locals and refills through `ensure` only at the buffer's end (a vocabulary has 10^5 items)."""
         items: list[bytes] | None = [] if keep else None
         length = struct.Struct("<Q").unpack_from
+        buf, pos = self.buf, self.pos
+        size = len(buf)
         for i in range(count):
-            self.ensure(8, f"item {i} of {what}")
-            (n,) = length(self.buf, self.pos)
-            self.pos += 8
+            if pos + 8 > size:
+                buf, pos = self._refill(pos, 8, f"item {i} of {what}")
+                size = len(buf)
+            (n,) = length(buf, pos)
+            pos += 8
             if n > MAX_STRING_BYTES:
                 raise FileProblem(f"item {i} of {what} claims {n} bytes (at most {MAX_STRING_BYTES} allowed)")
-            self.ensure(n, f"item {i} of {what}")
+            if pos + n > size:
+                buf, pos = self._refill(pos, n, f"item {i} of {what}")
+                size = len(buf)
             if items is not None:
-                items.append(self.buf[self.pos : self.pos + n])
-            self.pos += n
+                items.append(buf[pos : pos + n])
+            pos += n
+        self.pos = pos
         return items
+
+    def _refill(self, pos: int, n: int, what: str) -> tuple[bytes, int]:
+        self.pos = pos
+        self.ensure(n, what)
+        return self.buf, self.pos
 
 
 def read_header(path: Path) -> Header:
