@@ -47,7 +47,9 @@ def main() -> None:
 
     load()  # the page cache warm for every timed load, as for the checks
     load_7b = timed(load, args.loads)
-    print(f"check, 7B shape ({model.stat().st_size / 2**30:.2f} GiB): {check_7b * 1000:.1f} ms (median of {args.repeats})")
+    print(
+        f"check, 7B shape ({model.stat().st_size / 2**30:.2f} GiB): {check_7b * 1000:.1f} ms (median of {args.repeats})"
+    )
     print(f"check, SmolLM2 Q4_1: {check_small * 1000:.1f} ms")
     print(f"load_engine, 7B shape, check included: {load_7b:.2f} s (median of {args.loads})")
     print(f"check / load: {check_7b / load_7b:.2%} (target under 2%)")

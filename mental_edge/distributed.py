@@ -80,6 +80,8 @@ def model_spec(
     else:
         path = store.resolve_model(model)
         entry = None if Path(model).expanduser().exists() else store.find_model(model)
+    if entry is not None:
+        entry = store.check_unchanged(entry)  # the file that entered the store, before its sha256 goes to the workers
     path = path.resolve()
     if path.is_file():
         size, digest = path.stat().st_size, (entry.sha256 if entry and entry.sha256 else store.sha256_of(path))

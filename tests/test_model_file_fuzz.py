@@ -9,11 +9,10 @@ import random
 from collections import Counter
 
 import pytest
+from mental_edge.convert import convert_checkpoint
 from support import glm_tiny
 from support.gguf_fuzz import FuzzRun, cases, one_line
 from support.seq2seq_tiny import write_t5
-
-from mental_edge.convert import convert_checkpoint
 
 pytestmark = pytest.mark.slow  # torch builds the GLM and T5 checkpoints
 

@@ -15,6 +15,7 @@ from support.gguf_fuzz import Case, FuzzRun, value_offset
 from support.gguf_tiny import write_tiny_gguf
 
 from mental_edge import store
+from mental_edge.engine import load_engine
 from mental_edge.engine.ct2_check import check_ct2_folder
 from mental_edge.engine.file_check import check_model_file
 from mental_edge.errors import MentalEdgeError
@@ -99,6 +100,14 @@ def test_the_check_reads_no_tensor_data(smol, monkeypatch):
     check_model_file(fuzz.base)
     monkeypatch.undo()
     assert reads and max(start for start, _ in reads) < reader.data_offset
+
+
+def test_a_file_without_the_hyperparameters_its_family_needs_never_reaches_llama_cpp(tmp_path, monkeypatch):
+    """gguf_tiny's file is a well-formed GGUF of architecture llama with two tensors and no hyperparameters."""
+    monkeypatch.setattr("mental_edge.engine.llamacpp.decoder.LlamaEngine", None)  # would fail if reached
+    path = write_tiny_gguf(tmp_path / "tiny.gguf")
+    with pytest.raises(MentalEdgeError, match=r"tiny\.gguf: llama\.block_count is missing"):
+        load_engine(path)
 
 
 # ---------------------------------------------------------------- the store

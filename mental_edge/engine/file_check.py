@@ -212,10 +212,11 @@ def _check_vocabulary(header: Header, tokenizers: tuple[str, ...] | None) -> Non
     model = values.get("tokenizer.ggml.model")
     if tokenizers is not None and model not in tokenizers:
         raise FileProblem(f"tokenizer.ggml.model is {model!r} (this architecture's files use {', '.join(tokenizers)})")
-    tokens = values.get("tokenizer.ggml.tokens")
-    if tokens is None and tokenizers is None:
-        return
-    _array(values, "tokenizer.ggml.tokens", GGUFValueType.STRING, None)
+    tokens = _array(values, "tokenizer.ggml.tokens", GGUFValueType.STRING, None)
+    if tokens is None:
+        if tokenizers is None:
+            return
+        raise FileProblem("tokenizer.ggml.tokens is missing")
     n_vocab = tokens.count
     if n_vocab < 1:
         raise FileProblem("tokenizer.ggml.tokens is empty")
@@ -252,9 +253,10 @@ def _array(values: dict, key: str, item_type: GGUFValueType, count: int | None) 
 
 
 def _check_tokens(tokens: list[bytes], model) -> None:
-    """Token texts are UTF-8, and a SentencePiece vocabulary holds a token for every byte: llama.cpp falls back on
-    `<0xXX>` (or the byte itself) with no fallback of its own while tokenizing, and a missing one ends the
-    process. (Byte-level BPE looks its bytes up softly: SmolLM2 lacks some control bytes.)"""
+    """Token texts are UTF-8 and unique (llama.cpp asserts each text maps to one token), and a SentencePiece
+    vocabulary holds a token for every byte: llama.cpp falls back on `<0xXX>` (or the byte itself) with no fallback
+    of its own while tokenizing, and a missing one ends the process. (Byte-level BPE looks its bytes up softly:
+    SmolLM2 lacks some control bytes.)"""
     try:  # one decode: a newline between tokens ends any character a token leaves unfinished
         b"\n".join(tokens).decode("utf-8")
     except UnicodeDecodeError:
@@ -263,8 +265,15 @@ def _check_tokens(tokens: list[bytes], model) -> None:
                 token.decode("utf-8")
             except UnicodeDecodeError:
                 raise FileProblem(f"token {i} of tokenizer.ggml.tokens is not UTF-8 text") from None
+    held = {token or f"[EMPTY_{i}]".encode() for i, token in enumerate(tokens)}  # llama.cpp names empty ones so
+    if len(held) != len(tokens):
+        seen: dict[bytes, int] = {}
+        for i, token in enumerate(tokens):
+            text = token or f"[EMPTY_{i}]".encode()
+            if text in seen:
+                raise FileProblem(f"token {i} of tokenizer.ggml.tokens repeats token {seen[text]}'s text {text[:40]!r}")
+            seen[text] = i
     if model == "llama":
-        held = set(tokens)
         missing = [b for b in range(256) if f"<0x{b:02X}>".encode() not in held and bytes([b]) not in held]
         if missing:
             raise FileProblem(f"the vocabulary lacks {len(missing)} of its 256 byte tokens (<0x{missing[0]:02X}>...)")
