@@ -198,3 +198,14 @@ def test_ct2_config_and_vocabulary_are_parsed_with_bounds(tmp_path):
     (folder / "config.json").write_text("[" * 100000)
     with pytest.raises(MentalEdgeError, match="config.json is not valid JSON"):
         check_ct2_folder(folder)
+
+
+def test_a_t5_files_declared_context_is_sized_not_taken():
+    """The T5 engine's context: --ctx or 2,048, at most the training context, at most the cells memory holds."""
+    from mental_edge.engine.sizing import seq2seq_context
+
+    assert seq2seq_context(requested=None, n_ctx_train=512, per_token=1024, available=8 << 30) == 512
+    assert seq2seq_context(requested=None, n_ctx_train=1 << 20, per_token=1024, available=8 << 30) == 2048
+    assert seq2seq_context(requested=300, n_ctx_train=512, per_token=1024, available=None) == 300
+    budget = int(((2 << 30) - (1 << 30)) * 0.5)  # half of what 2 GiB leaves after the 1 GiB reserve
+    assert seq2seq_context(requested=1 << 20, n_ctx_train=1 << 20, per_token=1 << 20, available=2 << 30) == budget >> 20
