@@ -56,6 +56,8 @@ def open_engine(
     else:
         path = store.resolve_model(str(model))
         entry = None if Path(model).expanduser().exists() else store.find_model(str(model))
+    if entry is not None:
+        entry = store.check_unchanged(entry)  # the file that entered the store, or one line saying what changed
     choice = choose_threads(threads)  # after the model is found: a wrong name is the only line said
     if choice.note and say is not None:
         say(f"mental-edge: {choice.note}")

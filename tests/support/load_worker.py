@@ -8,7 +8,7 @@ import os
 import sys
 import traceback
 
-from mental_edge.cli.common import open_engine
+from mental_edge.api.loading import open_engine
 from mental_edge.engine import PromptText, Sampling, Segment
 from mental_edge.errors import MentalEdgeError
 
