@@ -77,7 +77,7 @@ def _check(header: Header, allowed: set[str]) -> None:
             f"architecture '{arch}' is not one this package runs ({runs}); to run it on purpose, name it with "
             f"--allow-architecture {arch} (or MENTAL_EDGE_ALLOW_ARCHITECTURES={arch})"
         )
-    hp = _Hyper(header, arch)
+    hp = _Hyper(header, arch)  # an architecture named by the user: the generic rules (block_count, the width)
     blocks = {"block_count": "blk."} if shape is None else shape.blocks
     for key, prefix in blocks.items():
         hp.blocks(key, prefix, required=shape is not None or key in hp.keys)
@@ -88,8 +88,7 @@ def _check(header: Header, allowed: set[str]) -> None:
     hp.ranges(next(iter(blocks.values())))
     _check_tensor_types(header)
     _check_vocabulary(header, shape.tokenizers if shape else None)
-    for key in ("decoder_start_token_id",):
-        hp.token_id(key)
+    hp.token_id("decoder_start_token_id")
 
 
 class _Hyper:
