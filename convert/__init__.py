@@ -40,6 +40,7 @@ def convert_checkpoint(
     on_quantized: Callable | None = None,
     tokenizer_from: str | os.PathLike | None = None,
     say: Callable[[str], None] | None = None,
+    state_dict: str | os.PathLike | None = None,
 ) -> Path:
     """Convert the checkpoint in `src_dir` to the GGUF file `out_path` and return its path.
 
@@ -49,15 +50,20 @@ def convert_checkpoint(
     the quantization's `QuantizeResult` (which tensors fell back to another type). `tokenizer_from` is a folder
     whose tokenizer files are used instead of the checkpoint's (a fine-tune shipped without its base model's);
     `say` receives one line for each change made to fit the tokenizer to the weights (tokens dropped or padded).
-    A BART checkpoint becomes a CTranslate2 model folder instead (outtype int8, f16 or f32; int8 when None).
+    A BART checkpoint becomes a CTranslate2 model folder instead (outtype int8, f16 or f32; int8 when None), its
+    weights replaced by those of the torch state-dict file `state_dict` where one is given (BART only).
     """
     from .bart_ct2 import convert_bart, is_bart_folder
 
     if is_bart_folder(src_dir):
         if quant is not None:
             raise ConversionError("BART becomes a CTranslate2 folder: choose its weights with outtype, not quant")
-        options = dict(source=source, revision=revision, progress=progress, tokenizer_from=tokenizer_from)
+        options = dict(
+            source=source, revision=revision, progress=progress, tokenizer_from=tokenizer_from, state_dict=state_dict
+        )
         return convert_bart(src_dir, out_path, outtype, **options)
+    if state_dict is not None:
+        raise ConversionError("a state dict applied on top of the checkpoint is for BART (a BARTScore scorer) only")
     outtype = outtypes.check_outtype(outtype or "f16")
     out = Path(out_path)
     if quant is not None:

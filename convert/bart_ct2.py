@@ -23,6 +23,13 @@ from .gguf_out import Progress
 ARCHITECTURE = "BartForConditionalGeneration"
 OUTTYPES = {"int8": "int8", "f16": "float16", "f32": "float32"}  # ours -> CTranslate2's quantization
 INFO_FILE = "mental_edge.json"
+# one embedding under four names (tied in BART); the first is the one the others fall back to
+TIED = (
+    "model.shared.weight",
+    "model.encoder.embed_tokens.weight",
+    "model.decoder.embed_tokens.weight",
+    "lm_head.weight",
+)
 MISSING_CT2 = "CTranslate2 is not installed; BART models need it: pip install 'mental-edge[bart]'"
 
 
@@ -48,13 +55,20 @@ def convert_bart(
     revision: str | None = None,
     progress: Progress | None = None,
     tokenizer_from: str | os.PathLike | None = None,
+    state_dict: str | os.PathLike | None = None,
 ) -> Path:
     """Write the CTranslate2 folder `out_dir` (which must not exist) and return its path; the tokenizer comes from
-    `tokenizer_from` when given (a folder with the base model's tokenizer files), else from the checkpoint."""
+    `tokenizer_from` when given (a folder with the base model's tokenizer files), else from the checkpoint.
+    `state_dict`: a torch state-dict file whose tensors replace the checkpoint's (BARTScore's ParaBank
+    `bart_score.pth` on bart-large-cnn), read without running its pickle."""
     outtype = (outtype or "int8").lower()
     if outtype not in OUTTYPES:
         raise ConversionError(f"unknown output type {outtype!r} for BART: choose one of {', '.join(OUTTYPES)}")
     ckpt = Checkpoint.open(src_dir)
+    if ckpt.architecture != ARCHITECTURE:
+        raise ConversionError(f"{ckpt.folder}: not a BART checkpoint (config.json names {ckpt.architecture!r})")
+    if state_dict is not None:
+        ckpt = ckpt.with_state_dict(state_dict, tied=TIED)
     tokenizer = _tokenizer(Path(tokenizer_from) if tokenizer_from is not None else ckpt.folder)
     ct2 = import_ctranslate2()
     out = Path(out_dir)
@@ -80,6 +94,7 @@ def convert_bart(
             "name": (source or ckpt.folder.resolve().name).rstrip("/").rsplit("/", 1)[-1],
             "source": source,
             "revision": revision,
+            "state_dict": Path(state_dict).name if state_dict is not None else None,
             "n_params": _n_params(ckpt),
         }
         (tmp / INFO_FILE).write_text(json.dumps(info, indent=1))
@@ -260,12 +275,7 @@ class _Weights:
         raise ConversionError(f"{self._folder.name}: tensor {names[0]} is missing")
 
     def check_all_used(self) -> None:
-        ignored = {
-            "model.encoder.embed_tokens.weight",
-            "model.decoder.embed_tokens.weight",
-            "lm_head.weight",
-            "model.shared.weight",
-        }
+        ignored = set(TIED)
         extra = sorted(set(self._tensors) - self._used - ignored)
         if extra:
             raise ConversionError(f"{self._folder.name}: tensor {extra[0]} is not part of a BART model")

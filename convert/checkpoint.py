@@ -187,6 +187,31 @@ class Checkpoint:
     def tensors(self) -> Iterator[tuple[str, LazyTensor]]:
         yield from self._tensors.items()
 
+    def with_state_dict(self, path: str | os.PathLike, tied: tuple[str, ...] = ()) -> Checkpoint:
+        """This checkpoint with the tensors of a torch state-dict file (`torch.save(model.state_dict())`, such as
+        BARTScore's `bart_score.pth`) in place of its own, read without running the pickle. Every tensor there must
+        be one of the checkpoint's (or one of `tied`, the names a tied embedding goes by), with the same shape;
+        when it holds the first of `tied`, the checkpoint's copies under the other names give way to it."""
+        path = Path(path)
+        if not path.is_file():
+            raise ConversionError(f"{path}: no such state-dict file")
+        overrides = {t.name: t for t in _bin_tensors(path)}
+        for name, tensor in overrides.items():
+            mine = self._tensors.get(name)
+            if mine is None and name not in tied:
+                raise ConversionError(f"{path.name}: tensor {name} is not in the checkpoint {self.folder.name}")
+            if mine is not None and tuple(mine.shape) != tuple(tensor.shape):
+                raise ConversionError(
+                    f"{path.name}: tensor {name} has shape {list(tensor.shape)}, the checkpoint's {list(mine.shape)}"
+                )
+        tensors = dict(self._tensors)
+        if tied and tied[0] in overrides:
+            for name in tied[1:]:
+                if name not in overrides:
+                    tensors.pop(name, None)
+        tensors.update(overrides)
+        return Checkpoint(self.folder, self.config, tensors)
+
 
 def read_config(path: Path) -> dict:
     """A checkpoint's config.json as a dict; missing, unreadable or not an object is one line naming it."""

@@ -30,7 +30,7 @@ FLOORS: list[list[str]] = [
     ["chat", "serve"],
     ["api", "distributed", "ray_auth"],
     ["verification"],
-    ["analysis", "store", "doctor"],
+    ["analysis", "scoring", "store", "doctor"],
     ["prompting", "report"],
     ["families", "engine", "io", "convert"],
     ["errors", "version"],

@@ -23,7 +23,7 @@ class RunSummary:
     records: int = 0  # records written now
     skipped: int = 0  # records a resumed output already held
     flagged: int = 0
-    by_task: dict[str, list[dict]] = field(default_factory=dict)  # {"id", "gold", "pred", "probabilities"} for eval
+    by_task: dict[str, list[dict]] = field(default_factory=dict)  # {"id", "gold", "pred", "probabilities", ...}
 
     def count(self, record: dict) -> None:
         """One more record written."""
@@ -35,6 +35,8 @@ class RunSummary:
                 "gold": record["gold"],
                 "pred": record["label"],
                 "probabilities": record["probabilities"],
+                "explanation": record["explanation"],  # for explanation scores (scoring/)
+                "answer": record["answer"],  # a free answer, for the published classifiers
             }
         )
 

@@ -19,6 +19,8 @@ from mental_edge.report.eval_report import build_report, load_report, render_mar
 from mental_edge.report.html import write_page
 from mental_edge.report.runs import Run, add_data, load_run
 from mental_edge.report.stats import RESAMPLES, SEED
+from mental_edge.scoring.classify import Classifiers, label_free_answers
+from mental_edge.scoring.records import add_explanation_scores
 
 
 @dataclass(frozen=True)
@@ -70,9 +72,15 @@ def evaluate(
     sampling: Sampling | None = None,
     prompt_format: str | None = None,
     on_row: Callable[[], None] | None = None,
+    scorer: str | Path | None = None,
+    classifiers: Classifiers | None = None,
+    scorer_compute: str = "default",
+    on_scored: Callable[[int, int], None] | None = None,
 ) -> Report:
     """Score `model` on IMHI-format data: a CSV file or a folder of them (each row's task read from its query),
-    at most `limit` rows a file. Labels do not depend on `explain`."""
+    at most `limit` rows a file. Labels do not depend on `explain`. With `scorer` (a converted BART scorer folder:
+    store.pull.scorer_folder) the explanations are scored too (docs/explanations.md); `classifiers` (the published
+    MentalBERT classifiers) label free answers and, with a scorer, judge label-explanation consistency."""
     summary = RunSummary()
     run_info: dict[str, Any] = {}
     for path in input_files(data):
@@ -91,8 +99,14 @@ def evaluate(
             run_info = record.run
     by_task = {task: [r for r in rows if r["gold"] is not None] for task, rows in summary.by_task.items()}
     by_task.pop("-", None)  # rows that were no IMHI query of a known task
+    if free and classifiers is not None:
+        label_free_answers(by_task, classifiers)  # as the benchmark labels free answers
     labels = {name: model.taskset.task(name).labels for name in by_task}
-    return Report(build_report(by_task, labels_by_task=labels, run=run_info, data=str(data)))
+    report = build_report(by_task, labels_by_task=labels, run=run_info, data=str(data))
+    if scorer is not None:
+        add_explanation_scores(report, by_task, data, scorer, model.taskset, on_progress=on_scored,
+                               classifiers=classifiers, compute_type=scorer_compute)  # fmt: skip
+    return Report(report)
 
 
 def count_rows(data: str | Path, limit: int | None = None) -> int:

@@ -222,6 +222,120 @@ class CT2Engine(Engine):
         self._translator = None
 
 
+class SequenceScorer:
+    """BART as a scorer: each target's mean token log-likelihood given its source, batched (BARTScore).
+
+    As neulab/BARTScore scores: source and target tokenized by BART's tokenizer and framed `<s> ... </s>`, each
+    cut to the model's positions (1,024 for bart-large; the closing `</s>` kept, as the tokenizer's truncation
+    does), and the decoder run as BART's `labels` shifting runs it: from the decoder start token (`</s>`), then
+    `<s>` and the target. CTranslate2's `score_batch` prepends that start token itself and returns a log-probability
+    for `<s>`, each target token and the closing `</s>`: their mean is the score.
+    """
+
+    def __init__(
+        self, path: str | Path, *, threads: int | None = None, compute_type: str = "default", device: str | None = None
+    ):
+        """`device`: "cpu" or "cuda" (default: a GPU where CTranslate2 sees one)."""
+        ct2 = _import_ctranslate2()
+        from tokenizers import Tokenizer
+
+        folder = Path(path)
+        meta = _read_info(folder)
+        if meta.get("architecture") != "bart" or not (folder / "model.bin").is_file():
+            raise MentalEdgeError(f"{folder}: not a converted BART scorer (no BART model.bin with {INFO_FILE})")
+        try:
+            device = device or ("cuda" if ct2.get_cuda_device_count() > 0 else "cpu")
+            self._translator = ct2.Translator(
+                str(folder), device=device, intra_threads=threads or 0, compute_type=compute_type
+            )
+            self._tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        except Exception as exc:  # both libraries raise plain RuntimeError/Exception with their own text
+            raise MentalEdgeError(f"{folder}: CTranslate2 could not load this scorer ({exc})") from None
+        self._tokenizer.encode_special_tokens = True  # "</s>" typed in an explanation stays text
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        self._bos, self._eos = config.get("bos_token", "<s>"), config.get("eos_token", "</s>")
+        self.max_tokens = int(meta.get("n_ctx", 1024))  # positions, frame included
+        self.name = str(meta.get("name") or folder.name)
+        self.info = {
+            "name": self.name,
+            "weights": meta.get("weights"),
+            "source": meta.get("source"),
+            "state_dict": meta.get("state_dict"),
+            "compute_type": self._translator.compute_type,
+            "device": self._translator.device,
+            "engine": f"CTranslate2 {ct2.__version__}",
+        }
+
+    def pieces(self, text: str) -> list[str]:
+        """The text as the model reads it: `<s>`, its tokens cut to fit, `</s>`."""
+        ids = self._tokenizer.encode(text, add_special_tokens=False).ids if text else []
+        body = [self._tokenizer.id_to_token(i) for i in ids[: self.max_tokens - 2]]
+        return [self._bos, *body, self._eos]
+
+    def score(self, sources: Sequence[str], targets: Sequence[str], *, batch_size: int = 16) -> list[float]:
+        """Mean log-probability per token of each target given its source (higher is better)."""
+        if len(sources) != len(targets):
+            raise ValueError("sources and targets differ in length")
+        if not sources:
+            return []
+        results = self._translator.score_batch(
+            [self.pieces(s) for s in sources],
+            [self.pieces(t)[:-1] for t in targets],  # CTranslate2 appends the closing </s> itself
+            max_batch_size=batch_size,
+            max_input_length=0,
+        )
+        return [float(np.mean(r.log_probs)) for r in results]
+
+    def close(self) -> None:
+        self._translator = None
+
+
+class SequenceClassifier:
+    """A converted BERT sequence classifier (convert.bert_ct2): CTranslate2 runs the encoder and pooler, the
+    linear head and softmax are numpy. Inputs as BERT's tokenizer gives them: `[CLS] ... [SEP]`, cut at 512
+    tokens (the `[SEP]` kept), token type 0, as the benchmark's `tokenizer(..., truncation=True, max_length=512)`."""
+
+    def __init__(self, path: str | Path, *, threads: int | None = None, device: str | None = None):
+        ct2 = _import_ctranslate2()
+        from tokenizers import Tokenizer
+
+        folder = Path(path)
+        meta = _read_info(folder)
+        if meta.get("architecture") != "bert-classifier" or not (folder / "classifier.npz").is_file():
+            raise MentalEdgeError(f"{folder}: not a converted BERT classifier (no classifier.npz with {INFO_FILE})")
+        try:
+            device = device or ("cuda" if ct2.get_cuda_device_count() > 0 else "cpu")
+            self._encoder = ct2.Encoder(str(folder), device=device, intra_threads=threads or 0)
+            self._tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+            with np.load(folder / "classifier.npz") as head:
+                self._weight, self._bias = head["weight"], head["bias"]
+        except Exception as exc:  # the libraries raise plain RuntimeError/Exception with their own text
+            raise MentalEdgeError(f"{folder}: could not load this classifier ({exc})") from None
+        self.num_labels = int(self._weight.shape[0])
+        self.max_tokens = min(int(meta.get("n_ctx", 512)), 512)
+        self._tokenizer.no_truncation()
+        self._tokenizer.no_padding()
+
+    def probabilities(self, texts: Sequence[str], *, batch_size: int = 16) -> np.ndarray:
+        """Each text's class probabilities, shape (len(texts), num_labels)."""
+        out = np.zeros((len(texts), self.num_labels), dtype=np.float64)
+        for start in range(0, len(texts), batch_size):
+            ids = [self._ids(t) for t in texts[start : start + batch_size]]
+            result = self._encoder.forward_batch(ids, token_type_ids=[[0] * len(i) for i in ids])
+            pooled = np.array(result.pooler_output, dtype=np.float64)
+            logits = pooled @ self._weight.T.astype(np.float64) + self._bias
+            logits -= logits.max(axis=1, keepdims=True)
+            exp = np.exp(logits)
+            out[start : start + len(ids)] = exp / exp.sum(axis=1, keepdims=True)
+        return out
+
+    def _ids(self, text: str) -> list[int]:
+        ids = self._tokenizer.encode(text).ids  # [CLS] ... [SEP] from the tokenizer's post-processor
+        if len(ids) > self.max_tokens:
+            ids = [*ids[: self.max_tokens - 1], ids[-1]]
+        return ids
+
+
 def _read_info(folder: Path) -> dict:
     path = folder / INFO_FILE
     if not path.is_file():

@@ -12,5 +12,9 @@ FAMILY = Family(
     query_format=RAW,
     engine="ctranslate2",
     checkpoints={"BartForConditionalGeneration": "bart"},
-    hub_models=(HubModel("mentalbart", "Tianlin668/MentalBART", None, outtype="int8", folder=True),),
+    hub_models=(
+        HubModel("mentalbart", "Tianlin668/MentalBART", None, outtype="int8", folder=True),
+        # BARTScore's base (mental-edge score --scorer bart-large-cnn): float32, as the benchmark scores
+        HubModel("bart-large-cnn", "facebook/bart-large-cnn", None, outtype="f32", folder=True),
+    ),
 )

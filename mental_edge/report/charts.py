@@ -108,6 +108,21 @@ def delta_intervals(rows: list[tuple[str, float, float, float]], title: str) -> 
     return _svg(fig)
 
 
+def score_distribution(values_by_run: dict[str, list[float]], metric: str) -> str:
+    """Per-row explanation scores of one or more runs: a box per run over its rows, with the rows as dots."""
+    fig, ax = _figure(1.6 + 1.3 * len(values_by_run), 3.0)
+    names = list(values_by_run)
+    data = [values_by_run[name] for name in names]
+    ax.boxplot(data, widths=0.5, showfliers=False, medianprops={"color": _COLOURS["line"]})
+    for x, values in enumerate(data, start=1):
+        offsets = [x + 0.3 * ((i * 0.618) % 1 - 0.5) for i in range(len(values))]  # spread, no randomness
+        ax.scatter(offsets, values, s=6, color=_COLOURS["bar"], alpha=0.6, linewidths=0)
+    ax.set_xticks(range(1, len(names) + 1), names, fontsize=8, rotation=15, ha="right")
+    ax.set_ylabel(f"{metric} per row")
+    ax.set_title(f"{metric} of each explanation ({', '.join(str(len(v)) for v in data)} rows)", fontsize=10)
+    return _svg(fig)
+
+
 def _cells(matrix):
     for i, row in enumerate(matrix):
         for j, value in enumerate(row):

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from mental_edge.errors import MentalEdgeError
 from mental_edge.io.files import atomic_write_text
+from mental_edge.report import explanations
 from mental_edge.report.metrics import UNPARSED, score
 from mental_edge.report.stats import LEVEL, RESAMPLES, SEED, bootstrap, calibration, paired_bootstrap
 
@@ -86,6 +87,7 @@ def render_json(report: dict) -> str:
 def render_table(report: dict) -> str:
     """The report for a terminal: a summary table, then each task's confusion matrix."""
     parts = [_text_table(*_summary(report))]
+    parts += [f"{title}\n\n{_text_table(*table)}" for title, table in _explanation_tables(report)]
     for task, figures in report["tasks"].items():
         parts.append(f"{task}: rows are gold labels, columns predictions")
         parts.append(_text_table(*_confusion(figures)))
@@ -94,6 +96,7 @@ def render_table(report: dict) -> str:
 
 def render_markdown(report: dict) -> str:
     parts = ["# Evaluation report", _markdown_run(report), _markdown_table(*_summary(report))]
+    parts += [f"## {title}\n\n{_markdown_table(*table)}" for title, table in _explanation_tables(report)]
     for task, figures in report["tasks"].items():
         parts.append(f"## {task}\n\nRows are gold labels, columns predictions.")
         parts.append(_markdown_table(*_confusion(figures)))
@@ -118,6 +121,7 @@ def compare_reports(before: dict, after: dict) -> dict:
         before_rows, after_rows = before.get("rows", {}).get(task), after.get("rows", {}).get(task)
         entry.update(_changed_rows(before_rows, after_rows))
         entry["paired"] = _paired(before_rows, after_rows)
+        entry["explanations"] = _paired_explanations(before, after, task)
         tasks[task] = entry
     return {"before": _describe(before), "after": _describe(after), "tasks": tasks}
 
@@ -139,7 +143,58 @@ def render_comparison(comparison: dict, markdown: bool = False) -> str:
     title = f"{comparison['before']} → {comparison['after']}"
     table = (_markdown_table if markdown else _text_table)(headers, rows, "l" + "r" * 6)
     text = f"{'# ' if markdown else ''}{title}\n\n{table}\n"
-    return text + _paired_table(comparison, markdown)
+    return text + _paired_table(comparison, markdown) + _explanation_deltas_table(comparison, markdown)
+
+
+def _explanation_tables(report: dict) -> list[tuple[str, tuple[list[str], list[list[str]], str]]]:
+    """Per reference set, each task's explanation scores with their intervals (reports made with a scorer)."""
+    part = report.get("explanations")
+    if not part:
+        return []
+    sets = [name for name in part["reference_sets"] if any(name in t for t in part["tasks"].values())]
+    out = []
+    for name in sets:
+        headers = ["task", "rows", *(f"{explanations.NAMES[m]} [{LEVEL:.0%}]" for m in explanations.METRICS)]
+        rows = [[task, str(t[name]["rows"]), *(_interval_text(t[name].get(m)) for m in explanations.METRICS)]
+                for task, t in part["tasks"].items() if name in t]  # fmt: skip
+        title = f"Explanations against the {name} references ({part['reference_sets'][name]})"
+        out.append((title, (headers, rows, "l" + "r" * (len(headers) - 1))))
+    judged = {task: t["consistency"] for task, t in part["tasks"].items() if t.get("consistency")}
+    if judged:
+        rows = [[task, str(c["rows"]), _interval_text(c["agreement"])] for task, c in judged.items()]
+        title = "Label-explanation consistency (the published classifier's label of the explanation is the row's)"
+        out.append((title, (["task", "rows", f"agreement [{LEVEL:.0%}]"], rows, "lrr")))
+    return out
+
+
+def _interval_text(interval: dict | None) -> str:
+    if interval is None:
+        return "n/a"
+    return f"{interval['estimate']:.4f} [{interval['low']:.4f}, {interval['high']:.4f}]"
+
+
+def _paired_explanations(before: dict, after: dict, task: str) -> dict | None:
+    """Paired intervals of the explanation scores' deltas (against the gold references) where both have them."""
+    a, b = (r.get("explanations") or {} for r in (before, after))
+    a_rows, b_rows = (a.get("rows") or {}).get(task), (b.get("rows") or {}).get(task)
+    if not a_rows or not b_rows:
+        return None
+    return explanations.paired(a_rows, b_rows)
+
+
+def _explanation_deltas_table(comparison: dict, markdown: bool) -> str:
+    entries = {t: e["explanations"] for t, e in comparison["tasks"].items() if e.get("explanations")}
+    if not entries:
+        return ""
+    first = next(iter(entries.values()))
+    headers = ["task", *(f"{explanations.NAMES[m]} Δ [{LEVEL:.0%}]" for m in explanations.METRICS), "rows"]
+    rows = [[task, *(_signed_interval(p[m]) if m in p else "n/a" for m in explanations.METRICS), str(p["rows"])]
+            for task, p in entries.items()]  # fmt: skip
+    table = (_markdown_table if markdown else _text_table)(headers, rows, "l" + "r" * (len(headers) - 1))
+    return (
+        f"\nExplanation scores, paired bootstrap ({first['resamples']} resamples of the rows both scored, "
+        f"seed {first['seed']}):\n\n{table}\n"
+    )
 
 
 def _paired(before_rows, after_rows) -> dict | None:

@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from mental_edge.io.files import atomic_write_text
 from mental_edge.io.lock import hold_output
 from mental_edge.report import charts as figures
+from mental_edge.report import explanations
 from mental_edge.report.metrics import UNPARSED
 from mental_edge.report.runs import Run, name_runs
 from mental_edge.report.stats import LEVEL, RESAMPLES, SEED
@@ -118,6 +119,7 @@ def _task_section(task: TaskSummary, include_text: bool) -> str:
         parts.append(_gold(task.gold, figs))
     elif not task.chosen:
         parts.append(_notes(["no label probabilities in these records (free answers or an eval report without them)"]))
+    parts.append(_explanation_scores(task, figs))
     parts.append(f"<div class=figs>{''.join(figs)}</div>")
     parts.append(_flagged(task.flagged))
     parts.append(_examples(task, include_text))
@@ -145,6 +147,32 @@ def _gold(gold: dict, figs: list[str]) -> str:
         + _table(["metric", "value", f"{LEVEL:.0%} interval"], rows)
         + f"<p>Calibration: {_e(calib_text)}.</p>"
     )
+
+
+def _explanation_scores(task: TaskSummary, figs: list[str]) -> str:
+    """Each reference set's explanation scores with intervals, and the per-row BARTScore distribution."""
+    if not task.explanations:
+        return ""
+    parts = ["<h4>Explanation scores</h4>"]
+    for name, summary in task.explanations.items():
+        if name not in (task.reference_sets or {}):
+            continue
+        rows = [[explanations.NAMES[m], f"{summary[m]['estimate']:.4f}", _bounds(summary[m])]
+                for m in explanations.METRICS if m in summary]  # fmt: skip
+        what = (task.reference_sets or {}).get(name) or name
+        parts.append(f"<p>Against the <b>{_e(name)}</b> references ({_e(what)}): {summary['rows']} rows, "
+                     f"{summary['resamples']} resamples (seed {summary['seed']}).</p>")  # fmt: skip
+        parts.append(_table(["metric", "value", f"{LEVEL:.0%} interval"], rows))
+    judged = task.explanations.get("consistency")
+    if judged:
+        agreement = judged["agreement"]
+        parts.append(f"<p>Label-explanation consistency: on {judged['rows']} rows the published classifier gives the "
+                     f"explanation the row's own label {agreement['estimate']:.1%} of the time "
+                     f"[{agreement['low']:.1%}, {agreement['high']:.1%}].</p>")  # fmt: skip
+    if task.bart_scores:
+        figs.append(_figure(figures.score_distribution({"this run": task.bart_scores}, "BARTScore"),
+                            "explanation score distribution"))  # fmt: skip
+    return "".join(parts)
 
 
 def _flagged(flagged: dict[str, list[str]]) -> str:
@@ -209,7 +237,33 @@ def _comparison(before: Run, after: Run, resamples: int, seed: int) -> str:
     how = (f"<p class=muted>Paired bootstrap over the shared rows with gold: {resampled['resamples']} resamples "
            f"(seed {resampled['seed']}). Δp: per row, the largest change of any label's probability.</p>"
            if resampled else "")  # fmt: skip
-    return head + _table(headers, rows) + how + f"<div class=figs>{fig}</div>" + "".join(details)
+    return (head + _table(headers, rows) + how + f"<div class=figs>{fig}</div>" + "".join(details)
+            + _explanation_comparison(before, after, comparisons))  # fmt: skip
+
+
+def _explanation_comparison(before: Run, after: Run, comparisons: list[Comparison]) -> str:
+    """Explanation-score deltas (paired intervals) per task, and each task's per-row BARTScores of both runs."""
+    scored = [c for c in comparisons if c.explanation_deltas]
+    if not scored:
+        return ""
+    headers = ["task", "rows", *(f"Δ {explanations.NAMES[m]} [95%]" for m in explanations.METRICS)]
+    rows = [[c.task, str(c.explanation_deltas["rows"]),
+             *(f"{d['estimate']:+.4f} {_bounds(d, '+')}" if (d := c.explanation_deltas.get(m)) else "n/a"
+               for m in explanations.METRICS)] for c in scored]  # fmt: skip
+    figs = []
+    for c in scored:
+        a = [r.scores["bart_score"] for r in before.tasks[c.task] if r.scores]
+        b = [r.scores["bart_score"] for r in after.tasks[c.task] if r.scores]
+        svg = figures.score_distribution({before.name: a, after.name: b}, f"{c.task} BARTScore")
+        figs.append(_figure(svg, f"{c.task} explanation score distribution"))
+    first = scored[0].explanation_deltas
+    return (
+        "<h3>Explanation scores (against the gold references)</h3>"
+        + _table(headers, rows)
+        + f"<p class=muted>Paired bootstrap over the rows both runs scored: {first['resamples']} resamples "
+        f"(seed {first['seed']}). BARTScore: mean log-likelihood per token of the reference given the explanation "
+        "(higher is better); BLEU: corpus BLEU of the task's rows.</p>" + f"<div class=figs>{''.join(figs)}</div>"
+    )
 
 
 def _comparison_row(c: Comparison) -> list[str]:

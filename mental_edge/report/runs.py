@@ -31,6 +31,7 @@ class Row:
     gold: str | None = None
     template_sha256: str | None = None
     text: str | None = None  # the post, only with --include-text
+    scores: dict | None = None  # the explanation's scores against the gold reference (report.explanations)
 
 
 @dataclass
@@ -41,6 +42,7 @@ class Run:
     varying: list[str] = field(default_factory=list)  # settings that differ between records
     kind: str = "records"  # or "eval report"
     label: str | None = None  # a shorter name for the page (see `name_runs`)
+    explanations: dict | None = None  # a scored report's explanation part, its per-row scores moved onto the rows
 
     @property
     def name(self) -> str:
@@ -202,7 +204,14 @@ def _eval_report(path: Path) -> Run:
         ]
         for task, task_rows in rows.items()
     }
-    return Run(path, tasks, dict(report.get("run") or {}), kind="eval report")
+    part = report.get("explanations")
+    if isinstance(part, dict) and isinstance(part.get("rows"), dict):
+        for task, scored in part["rows"].items():
+            by_id = {str(r["id"]): r for r in scored}
+            for row in tasks.get(task, []):
+                row.scores = by_id.get(row.id)
+        part = {k: v for k, v in part.items() if k != "rows"}
+    return Run(path, tasks, dict(report.get("run") or {}), kind="eval report", explanations=part or None)
 
 
 def _open(path: Path):

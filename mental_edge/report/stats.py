@@ -75,6 +75,27 @@ def paired_bootstrap(
     }
 
 
+def resampled_sums(values: np.ndarray, *, resamples: int = RESAMPLES, seed: int = SEED) -> np.ndarray:
+    """Column sums of `values` (rows x columns) over each resample's rows: shape (resamples, columns). The rows
+    are drawn as the module docstring says, so two calls with one seed resample the same rows (paired)."""
+    values = np.asarray(values, dtype=float)
+    n = len(values)
+    out = np.zeros((resamples, values.shape[1]))
+    if n == 0:
+        return out
+    rng = np.random.default_rng(seed)
+    block = max(1, _BLOCK_CELLS // n)
+    for start in range(0, resamples, block):
+        stop = min(resamples, start + block)
+        out[start:stop] = values[rng.integers(0, n, size=(stop - start, n))].sum(axis=1)
+    return out
+
+
+def interval(estimate: float, samples: np.ndarray) -> Interval:
+    """The estimate with the percentile interval of its resampled values."""
+    return _interval(estimate, samples)
+
+
 def chosen_probability(label: str | None, probabilities: Mapping[str, float] | None) -> float | None:
     """The probability the model gave its own label (None for an unparsed answer or a free answer)."""
     if label is None or not probabilities or label not in probabilities:

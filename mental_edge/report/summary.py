@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from mental_edge.report import explanations
 from mental_edge.report.metrics import UNPARSED, present_labels, score
 from mental_edge.report.runs import Row, Run
 from mental_edge.report.stats import RESAMPLES, SEED, bootstrap, calibration, chosen_probability, paired_bootstrap
@@ -29,6 +30,9 @@ class TaskSummary:
     template_hashes: list[str]
     gold: dict | None = None  # metrics, intervals, confusion and calibration where rows carry gold
     notes: list[str] = field(default_factory=list)
+    explanations: dict | None = None  # reference set -> explanations.summarize's figures (a scored report)
+    reference_sets: dict | None = None  # reference set -> what it is
+    bart_scores: list[float] = field(default_factory=list)  # per row, against the gold references
 
 
 @dataclass
@@ -44,10 +48,18 @@ class Comparison:
     probability_change: dict | None  # mean, largest and the row of the largest
     deltas: dict | None  # paired intervals per metric (rows with gold)
     notes: list[str] = field(default_factory=list)
+    explanation_deltas: dict | None = None  # explanations.paired over the rows both runs scored
 
 
 def summarise_run(run: Run, *, resamples: int = RESAMPLES, seed: int = SEED) -> dict[str, TaskSummary]:
-    return {task: summarise_task(task, rows, resamples=resamples, seed=seed) for task, rows in run.tasks.items()}
+    summaries = {task: summarise_task(task, rows, resamples=resamples, seed=seed) for task, rows in run.tasks.items()}
+    part = run.explanations or {}
+    for task, summary in summaries.items():
+        if task in (part.get("tasks") or {}):
+            summary.explanations = part["tasks"][task]
+            summary.reference_sets = part.get("reference_sets")
+            summary.bart_scores = [r.scores["bart_score"] for r in run.tasks[task] if r.scores]
+    return summaries
 
 
 def summarise_task(task: str, rows: list[Row], *, resamples: int = RESAMPLES, seed: int = SEED) -> TaskSummary:
@@ -144,7 +156,16 @@ def _compare_task(before: Run, after: Run, task: str, resamples: int, seed: int)
         probability_change=_probability_change(a, b, shared),
         deltas=_paired(a, b, shared, notes, resamples, seed),
         notes=notes,
+        explanation_deltas=_explanation_deltas(a, b, shared, resamples, seed),
     )
+
+
+def _explanation_deltas(a: dict[str, Row], b: dict[str, Row], shared: list[str], resamples: int, seed: int):
+    scored = [i for i in shared if a[i].scores and b[i].scores]
+    if not scored:
+        return None
+    return explanations.paired([{"id": i, **a[i].scores} for i in scored], [{"id": i, **b[i].scores} for i in scored],
+                               resamples=resamples, seed=seed)  # fmt: skip
 
 
 def _by_id(rows: list[Row]) -> dict[str, Row]:

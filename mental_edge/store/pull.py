@@ -240,3 +240,90 @@ def _convert(src: Path, dest: Path, outtype: str, quant: str | None, listing: hu
         )
     except ConversionError as exc:
         raise MentalEdgeError(f"converting {listing.repo_id}: {exc}") from None
+
+
+def scorer_folder(name_or_path: str, state_dict: str | None = None, say: Say | None = None) -> Path:
+    """The converted BART scorer for `--scorer`: a Hugging Face BART checkpoint folder (converted to float32 on first
+    use, with `state_dict`'s tensors on top where given, and cached in the store's `scorers/`), a converted scorer
+    folder, or a store name (`pull bart-large-cnn`, or an imported folder)."""
+    say = say or (lambda _message: None)
+    path = Path(name_or_path).expanduser()
+    if path.is_dir() and (path / "config.json").is_file() and not (path / "model.bin").is_file():
+        return _converted_scorer(path, Path(state_dict) if state_dict else None, say)
+    if state_dict is not None:
+        raise MentalEdgeError(
+            f"--scorer-weights applies to a Hugging Face checkpoint folder; {name_or_path} is not one"
+        )
+    from mental_edge.store import resolve_model
+
+    folder = resolve_model(name_or_path)
+    if not folder.is_dir():
+        raise MentalEdgeError(f"{folder}: not a BART scorer (a scorer is a BART checkpoint or CTranslate2 folder)")
+    return folder
+
+
+def _converted_scorer(src: Path, state_dict: Path | None, say: Say) -> Path:
+    from mental_edge.convert.bart_ct2 import ARCHITECTURE, convert_bart
+
+    _check_architecture(src, ARCHITECTURE, "the scorer is BART (bart-large-cnn)")
+    if state_dict is not None and not state_dict.is_file():
+        raise MentalEdgeError(f"{state_dict}: no such state-dict file")
+    with_weights = f" with {state_dict.name} on top" if state_dict else ""
+    return _cached_conversion(
+        src,
+        [state_dict] if state_dict else [],
+        lambda dest: convert_bart(src, dest, outtype="f32", source=str(src), state_dict=state_dict),
+        f"the scorer {src}{with_weights}",
+        say,
+    )
+
+
+def classifier_folder(path: str | Path, say: Say | None = None) -> Path:
+    """A converted BERT classifier: `path` itself when converted already, else its Hugging Face checkpoint
+    (BertForSequenceClassification, as the benchmark's classifier folders hold) converted once and cached."""
+    from mental_edge.convert.bert_ct2 import ARCHITECTURE, convert_bert_classifier
+
+    path = Path(path)
+    if (path / "model.bin").is_file():
+        return path
+    _check_architecture(path, ARCHITECTURE, "a classifier is a BERT sequence classifier (MentalBERT)")
+    return _cached_conversion(path, [], lambda dest: convert_bert_classifier(path, dest), f"the classifier {path}",
+                              say or (lambda _message: None))  # fmt: skip
+
+
+def _check_architecture(src: Path, wanted: str, what: str) -> None:
+    from mental_edge.convert.checkpoint import read_config
+    from mental_edge.convert.errors import ConversionError
+
+    try:
+        architecture = (read_config(src / "config.json").get("architectures") or [None])[0]
+    except ConversionError as exc:
+        raise MentalEdgeError(f"{src}: {exc}") from None
+    if architecture != wanted:
+        raise MentalEdgeError(f"{src}: not a {wanted} checkpoint (config.json names {architecture!r}); {what}")
+
+
+def _cached_conversion(src: Path, extra: list[Path], convert: Callable[[Path], Path], what: str, say: Say) -> Path:
+    """Convert `src` once into the store's `scorers/`, keyed by its files (and `extra`'s): a changed checkpoint
+    is converted again."""
+    import hashlib
+
+    from mental_edge.convert.errors import ConversionError
+    from mental_edge.store import store_home
+
+    facts = [str(src.resolve())]
+    for file in sorted([*src.iterdir(), *extra]):
+        if file.is_file():
+            stat = file.stat()
+            facts.append(f"{file.resolve()} {stat.st_size} {stat.st_mtime_ns}")
+    key = hashlib.sha256("\n".join(facts).encode()).hexdigest()[:16]
+    cache = store_home() / "scorers"
+    cache.mkdir(exist_ok=True, mode=0o700)
+    dest = cache / f"{default_name(src.name)}-{key}"
+    if dest.is_dir():
+        return dest
+    say(f"converting {what} (once; cached as {dest})")
+    try:
+        return convert(dest)
+    except ConversionError as exc:
+        raise MentalEdgeError(f"{src}: {exc}") from None

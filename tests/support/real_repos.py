@@ -106,6 +106,18 @@ def mentalbart(folder: Path) -> dict[str, bytes]:
     return {**REPO_FILES, **files}
 
 
+def bart_large_cnn(folder: Path) -> dict[str, bytes]:
+    """facebook/bart-large-cnn (BARTScore's base): model.safetensors and pytorch_model.bin side by side with the
+    TensorFlow, Flax and Rust weights, vocab.json + merges.txt + tokenizer.json."""
+    names = ("config.json", "generation_config.json", "merges.txt", "vocab.json", "tokenizer.json",
+             "model.safetensors")  # fmt: skip
+    files = _read(folder, *names)
+    files["pytorch_model.bin"] = b"never fetched: safetensors win"
+    for name in ("tf_model.h5", "flax_model.msgpack", "rust_model.ot"):
+        files[name] = b"weights of another framework"
+    return {**REPO_FILES, **files}
+
+
 def mentalt5(folder: Path) -> dict[str, bytes]:
     """Tianlin668/MentalT5: one float32 pytorch_model.bin (t5-large's layout) with spiece.model; no
     tokenizer.json."""

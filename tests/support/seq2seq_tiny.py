@@ -93,8 +93,9 @@ def write_t5(folder: Path, imhi_dir: Path, seed: int = 1, tie: bool = True, std:
     return folder
 
 
-def write_bart(folder: Path, imhi_dir: Path, seed: int = 0) -> Path:
-    """A 2+2-layer BART (d_model 64) with a 700-token byte-level BPE, in bart-large's file layout."""
+def write_bart(folder: Path, imhi_dir: Path, seed: int = 0, positions: int = 512) -> Path:
+    """A 2+2-layer BART (d_model 64) with a 700-token byte-level BPE, in bart-large's file layout (`positions`:
+    max_position_embeddings; bart-large has 1,024)."""
     from tokenizers import ByteLevelBPETokenizer
     from transformers import BartConfig, BartForConditionalGeneration
 
@@ -120,7 +121,7 @@ def write_bart(folder: Path, imhi_dir: Path, seed: int = 0) -> Path:
         decoder_attention_heads=4,
         encoder_ffn_dim=128,
         decoder_ffn_dim=128,
-        max_position_embeddings=512,
+        max_position_embeddings=positions,
         bos_token_id=0,
         pad_token_id=1,
         eos_token_id=2,
