@@ -29,9 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mental_edge import ray_auth, store
-from mental_edge.analysis import Analyzer
-from mental_edge.analysis.runner import RunSummary, run_analysis, work_left
-from mental_edge.engine import load_engine
+from mental_edge.analysis.runner import RunSummary, work_left
+from mental_edge.api.loading import find_model
+from mental_edge.api.model import Model, load
 from mental_edge.engine import threads as cpu
 from mental_edge.errors import MentalEdgeError
 from mental_edge.families import family_for
@@ -51,7 +51,7 @@ class ModelSpec:
     name: str | None
     size: int | None  # None for a model folder
     sha256: str | None
-    options: dict  # n_ctx, threads, gpu_layers, slots, exact for load_engine
+    options: dict  # ctx, threads, gpu_layers, slots, exact, allow_architectures: `load`'s keywords
 
 
 @dataclass
@@ -73,21 +73,14 @@ class _Slot:
 def model_spec(
     model: str | None, n_ctx=None, threads=None, gpu_layers=None, slots=None, exact=False, allow_architectures=()
 ) -> ModelSpec:
-    """Resolve a store name or path on the driver (as `open_engine` would) into what the workers load."""
-    if model is None:
-        entry = store.default_model()
-        path = store.model_path(entry)
-    else:
-        path = store.resolve_model(model)
-        entry = None if Path(model).expanduser().exists() else store.find_model(model)
-    if entry is not None:
-        entry = store.check_unchanged(entry)  # the file that entered the store, before its sha256 goes to the workers
+    """Resolve a store name or path on the driver (api.loading.find_model) into what the workers load."""
+    path, entry = find_model(model)
     path = path.resolve()
     if path.is_file():
         size, digest = path.stat().st_size, (entry.sha256 if entry and entry.sha256 else store.sha256_of(path))
     else:
         size, digest = None, entry.sha256 if entry else None
-    options = {"n_ctx": n_ctx, "threads": threads, "gpu_layers": gpu_layers, "slots": slots, "exact": exact}
+    options = {"ctx": n_ctx, "threads": threads, "gpu_layers": gpu_layers, "slots": slots, "exact": exact}
     options["allow_architectures"] = tuple(allow_architectures)
     return ModelSpec(str(path), entry.name if entry else None, size, digest, options)
 
@@ -309,8 +302,7 @@ class _Written:
         self.keys.add(key)
         record["run"] = {**record["run"], "ray": {**self.ray_info, "node": node}}
         self.write(record)
-        self.summary.records += 1
-        self.summary.flagged += bool(record["flags"])
+        self.summary.count(record)
 
 
 def _chunks(rows, tasks, taskset, done, limit, summary: RunSummary) -> Iterator[_Chunk]:
@@ -341,23 +333,22 @@ class _Worker:
 
     def __init__(self, spec: ModelSpec, settings: dict):
         self.spec, self.settings = spec, settings
-        self.analyzer: Analyzer | None = None
+        self.model: Model | None = None
         self.node = socket.gethostname()
 
     def ready(self) -> dict:
-        if self.analyzer is None:
-            self.analyzer = Analyzer(_load(self.spec, self.node), **self.settings)
-        return {"node": self.node, "architecture": self.analyzer.engine.info.architecture}
+        if self.model is None:
+            self.model = _load(self.spec, self.node)
+        return {"node": self.node, "architecture": self.model.info.architecture}
 
     def analyze(self, job, rows: list[InputRow], done: set) -> tuple[str, list[dict]]:
         self.ready()
         tasks, taskset = job
-        records: list[dict] = []
-        run_analysis(self.analyzer, rows, tasks, taskset=taskset, done=done, write=records.append)
-        return self.node, records
+        records = self.model.iter_rows(rows, tasks, taskset=taskset, done=done, **self.settings)
+        return self.node, [record.to_dict() for record in records]
 
 
-def _load(spec: ModelSpec, node: str):
+def _load(spec: ModelSpec, node: str) -> Model:
     """The engine, after checking that this node sees the driver's model file."""
     path = Path(spec.path)
     where = "the model must be at the same path on every node, or on a shared filesystem"
@@ -368,10 +359,12 @@ def _load(spec: ModelSpec, node: str):
             f"Ray worker on {node}: {path} is not the driver's file "
             f"({path.stat().st_size} bytes, expected {spec.size}; {where})"
         )
-    engine = load_engine(path, name=spec.name, **spec.options)
+    model = load(path, **spec.options)
+    if spec.name:
+        model.info.name = spec.name  # the driver's store name, as a run on one machine records it
     if spec.sha256:
-        engine.info.sha256 = spec.sha256  # hashed once by the driver (or the store), not on every node
-    return engine
+        model.info.sha256 = spec.sha256  # hashed once by the driver (or the store), not on every node
+    return model
 
 
 def _import_ray():

@@ -33,7 +33,9 @@ def test_records_equal_the_clis_to_the_bit_on_posts_and_imhi_rows(smollm2_gguf, 
     assert run("analyze", "-i", imhi, "--limit", "3", "-o", tmp_path / "b.jsonl", *common).exit_code == 0
     with mental_edge.load(smollm2_gguf, exact=True, ctx=1024) as model:
         from_posts = [r.to_dict() for r in model.analyze(POSTS, tasks=["DR", "dreaddit"], max_tokens=16)]
-        from_rows = [r.to_dict() for r in model.iter_rows(read_file(imhi), imhi=True, limit=3, max_tokens=16)]
+        from_rows = [
+            r.to_dict() for r in model.iter_rows(read_file(imhi), taskset=model.taskset, limit=3, max_tokens=16)
+        ]
     assert from_posts == _records(tmp_path / "a.jsonl")
     assert from_rows == _records(tmp_path / "b.jsonl") and all(r["gold"] for r in from_rows)
 

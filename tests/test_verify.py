@@ -111,7 +111,7 @@ def test_verify_runs_out_of_the_box_on_the_imhi_rows_shipped_with_the_package(sm
     assert result.exit_code in (0, 1) and "verdict: " in result.output, result.output
     cli = figures(result.output)
     assert cli["positions"] > 100 and cli["labels"][1] == 2  # one shipped row of each task
-    report = mental_edge.verification(smol["Q8_0"], against=smol["f16"], rows=1, tasks=["DR", "dreaddit"])
+    report = mental_edge.verify(smol["Q8_0"], against=smol["f16"], rows=1, tasks=["DR", "dreaddit"])
     assert report.passed == (result.exit_code == 0) and report.figures.positions == cli["positions"]
     assert (report.figures.labels_same, report.figures.labels) == cli["labels"]
 

@@ -86,7 +86,7 @@ def evaluate(
     for path in input_files(data):
         for record in model.iter_rows(
             read_file(path),
-            imhi=True,
+            taskset=model.taskset,
             limit=limit,
             on_row=on_row,
             explain=explain,

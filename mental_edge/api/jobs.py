@@ -139,7 +139,7 @@ def _here(job: Job, stack: ExitStack, say: Say | None) -> _Run:
         for record in model.iter_rows(
             rows,
             tasks,
-            imhi=taskset is not None,
+            taskset=taskset,
             done=done,
             limit=limit,
             on_row=on_row,

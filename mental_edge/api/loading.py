@@ -32,6 +32,21 @@ def engine_loader(loader: EngineLoader) -> Iterator[None]:
         _loaders.remove(loader)
 
 
+def find_model(model: str | Path | None) -> tuple[Path, store.ModelEntry | None]:
+    """The file (or folder) of a store name or a path, and its store entry if it has one (checked to be the file
+    that entered the store: one line saying what changed otherwise); None: the store's only model."""
+    entry: store.ModelEntry | None
+    if model is None:
+        entry = store.default_model()
+        path = store.model_path(entry)
+    else:
+        path = store.resolve_model(str(model))
+        entry = None if Path(model).expanduser().exists() else store.find_model(str(model))
+    if entry is not None:
+        entry = store.check_unchanged(entry)
+    return path, entry
+
+
 def open_engine(
     model: str | Path | None = None,
     *,
@@ -49,15 +64,7 @@ def open_engine(
     a `threads` given (engine/threads.py). A store entry's hash and `pull --verify` verdict go into the engine's
     `info` and `settings`, so every record carries them. `allow_architectures`: GGUF architectures to run beyond
     the built-in families (engine/file_check.py; passed to the loader only when some are named)."""
-    entry: store.ModelEntry | None
-    if model is None:
-        entry = store.default_model()
-        path = store.model_path(entry)
-    else:
-        path = store.resolve_model(str(model))
-        entry = None if Path(model).expanduser().exists() else store.find_model(str(model))
-    if entry is not None:
-        entry = store.check_unchanged(entry)  # the file that entered the store, or one line saying what changed
+    path, entry = find_model(model)
     choice = choose_threads(threads)  # after the model is found: a wrong name is the only line said
     if choice.note and say is not None:
         say(f"mental-edge: {choice.note}")

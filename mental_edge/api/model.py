@@ -148,7 +148,7 @@ class Model:
         rows: Iterable[InputRow],
         tasks: Sequence[Task] = (),
         *,
-        imhi: bool = False,
+        taskset: TaskSet | None = None,
         done: Set[tuple[str, str]] = frozenset(),
         limit: int | None = None,
         on_row: Callable[[], None] | None = None,
@@ -160,8 +160,9 @@ class Model:
         prompt_format: str | None = None,
     ) -> Iterator[Record]:
         """The records of input rows as mental_edge.io.readers gives them (files, stdin), in input order: what
-        `iter_analyze`, `evaluate` and `mental-edge analyze` run on. `imhi`: rows are IMHI queries, each row's own
-        task and gold label read from it (`tasks`, if given, filters them); `done`: (id, task) pairs already
+        `iter_analyze`, `evaluate`, `mental-edge analyze` and Ray's workers run on. `taskset`: rows are IMHI
+        queries, each row's own task and gold label read from it by these tasks (`model.taskset`: the package's
+        and `prompts`'; `tasks`, if given, filters them); `done`: (id, task) pairs already
         written (a resumed output), skipped; `limit`: at most this many rows; `summary` counts rows and skips."""
         analyzer = Analyzer(
             self.engine,
@@ -171,7 +172,6 @@ class Model:
             sampling=sampling or Sampling(),
             prompt_format=prompt_format,
         )
-        taskset = self.taskset if imhi else None
         with self._use():
             for record in iter_records(
                 analyzer, rows, tasks, taskset=taskset, done=done, limit=limit, on_row=on_row, summary=summary

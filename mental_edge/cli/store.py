@@ -35,11 +35,11 @@ def pull(name_or_repo, quant, revision, outtype, keep_download, verify_data, tok
     """Download a model (short name or hub id), convert it if needed, and add it to the store."""
     check = None
     if verify_data is not None:
-        from mental_edge import verify
-        from mental_edge.verification import reference as verify_reference
+        from mental_edge import verification
+        from mental_edge.verification import reference
 
-        verify_reference.check_extra()  # before gigabytes are downloaded
-        check = verify.pull_check(verify_data, say=say)
+        reference.check_extra()  # before gigabytes are downloaded
+        check = verification.pull_check(verify_data, say=say)
     entry = pull_model(
         name_or_repo,
         quant=quant,

@@ -17,7 +17,7 @@ import torch
 from support.convert_tiny import write_bin
 from support.hf_fixtures import gguf_to_sentencepiece_folder
 
-LLAMA_SPM = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "vocab" / "ggml-vocab-llama-spm.gguf"
+LLAMA_SPM = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "vocab" / "ggml-vocab-llama-spm.gguf"
 N_PIECES = 32000  # LLaMA-2's tokenizer.model
 
 
