@@ -19,7 +19,7 @@ from mental_edge.version import __version__
 
 if TYPE_CHECKING:
     from mental_edge.api.checks import VerifyReport, imhi_sample, verify
-    from mental_edge.api.evaluate import Report, evaluate, write_report
+    from mental_edge.api.evaluate import Report, evaluate, score_explanations, write_report
     from mental_edge.api.loading import engine_loader
     from mental_edge.api.model import Model, load
     from mental_edge.api.records import Record, records_to_frame
@@ -38,6 +38,7 @@ _PUBLIC = {
     "evaluate": "mental_edge.api.evaluate",
     "Report": "mental_edge.api.evaluate",
     "write_report": "mental_edge.api.evaluate",
+    "score_explanations": "mental_edge.api.evaluate",
     "verify": "mental_edge.api.checks",
     "imhi_sample": "mental_edge.api.checks",
     "VerifyReport": "mental_edge.api.checks",
@@ -70,6 +71,7 @@ __all__ = [
     "load",
     "pull",
     "records_to_frame",
+    "score_explanations",
     "tasks",
     "verify",
     "write_report",

@@ -17,6 +17,8 @@ from support.seq2seq_tiny import write_bart
 from test_report_html import CHROMIUM, FIGURE_SIZES, Browser
 from transformers import BartForConditionalGeneration, BartTokenizer
 
+import mental_edge
+
 pytestmark = pytest.mark.slow  # torch (the reference), and SmolLM2
 ROWS = 3
 TOLERANCE = 1e-4  # BARTScore, CTranslate2 float32 against transformers (tests/test_bart_score.py)
@@ -126,6 +128,10 @@ def test_score_on_analyze_records_equals_the_reference_computations(smollm2_gguf
     assert (summary["bart_score"]["low"], summary["bart_score"]["high"]) == pytest.approx(
         tuple(np.percentile(means, [2.5, 97.5]))
     )
+    api = mental_edge.score_explanations(
+        records, data / "test_instruction" / "DR.csv", scorer, resamples=200, seed=5
+    )  # the library the command calls, with the same figures
+    assert api.data["explanations"]["tasks"] == part["tasks"] and api.table() in result.output
 
 
 def test_compare_and_report_show_explanation_deltas_with_paired_intervals(evals, tmp_path):

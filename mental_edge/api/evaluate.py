@@ -15,12 +15,14 @@ from mental_edge.api.model import Model
 from mental_edge.engine import Sampling
 from mental_edge.errors import MentalEdgeError
 from mental_edge.io.readers import input_files, read_file
+from mental_edge.prompting import load_tasks
 from mental_edge.report.eval_report import build_report, load_report, render_markdown, render_table, save_report
 from mental_edge.report.html import write_page
 from mental_edge.report.runs import Run, add_data, load_run
 from mental_edge.report.stats import RESAMPLES, SEED
 from mental_edge.scoring.classify import Classifiers, label_free_answers
-from mental_edge.scoring.records import add_explanation_scores
+from mental_edge.scoring.records import add_explanation_scores, score_records
+from mental_edge.store.pull import scorer_folder
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,46 @@ def evaluate(
     if scorer is not None:
         add_explanation_scores(report, by_task, data, scorer, model.taskset, on_progress=on_scored,
                                classifiers=classifiers, compute_type=scorer_compute)  # fmt: skip
+    return Report(report)
+
+
+def score_explanations(
+    records: str | Path,
+    data: str | Path,
+    scorer: str | Path,
+    *,
+    scorer_weights: str | Path | None = None,
+    compute: str = "default",
+    classifiers: str | Path | None = None,
+    prompts: str | Path | None = None,
+    threads: int | None = None,
+    resamples: int = RESAMPLES,
+    seed: int = SEED,
+    on_progress: Callable[[int, int], None] | None = None,
+    say: Say | None = None,
+) -> Report:
+    """Score the explanations of a records file (`mental-edge analyze`'s .jsonl/.csv) against the references of
+    the IMHI data it came from, with no analysis model: per task BARTScore, ROUGE-1/2/L and BLEU, each with a 95%
+    bootstrap interval, against the gold answers' reasoning and the expert set where the data has it
+    (docs/explanations.md). `scorer`: a store name (`pull bart-large-cnn`), a converted scorer folder, or a
+    Hugging Face BART checkpoint folder (converted once and cached), with `scorer_weights` (BARTScore's
+    bart_score.pth) applied on top; `compute`: "default" or "int8"; `classifiers`: the published MentalBERT
+    classifiers' folder, for label-explanation consistency."""
+    folder = scorer_folder(str(scorer), str(scorer_weights) if scorer_weights else None, say=say)
+    taskset = load_tasks(prompts)
+    judges = Classifiers(classifiers, taskset, threads=threads, say=say) if classifiers else None
+    report = score_records(
+        records,
+        data,
+        folder,
+        taskset,
+        threads=threads,
+        resamples=resamples,
+        seed=seed,
+        on_progress=on_progress,
+        classifiers=judges,
+        compute_type=compute,
+    )
     return Report(report)
 
 

@@ -4,14 +4,13 @@ import sys
 
 import click
 
+from mental_edge.api.evaluate import score_explanations
 from mental_edge.cli import main
 from mental_edge.cli.options import say
 from mental_edge.io.lock import hold_output
 from mental_edge.prompting import load_tasks
-from mental_edge.report.eval_report import render_table
 from mental_edge.report.stats import RESAMPLES, SEED
 from mental_edge.scoring.classify import Classifiers
-from mental_edge.scoring.records import save_scored, score_records
 from mental_edge.store.pull import scorer_folder
 
 
@@ -106,15 +105,21 @@ def score_command(
     each with a 95% bootstrap interval, against the gold answers' reasoning (and the expert set where found)."""
     if scorer is None:
         raise click.UsageError("give the BART scorer with --scorer NAME|FOLDER")
-    folder = scorer_folder(scorer, scorer_weights, say=say)
-    taskset = load_tasks(prompts_dir)
-    classifiers = Classifiers(classifiers_dir, taskset, threads=threads, say=say) if classifiers_dir else None
     with hold_output(stem):
-        report = score_records(records, data_path, folder, taskset, threads=threads, resamples=resamples, seed=seed,
-                               on_progress=pairs_progress(), classifiers=classifiers,
-                               compute_type=scorer_compute)  # fmt: skip
-        paths, problem = save_scored(report, stem)
-    click.echo(render_table(report), nl=False)
-    click.echo(f"written: {', '.join(map(str, paths))}", err=True)
-    if problem:
-        click.echo(problem, err=True)
+        report = score_explanations(
+            records,
+            data_path,
+            scorer,
+            scorer_weights=scorer_weights,
+            compute=scorer_compute,
+            classifiers=classifiers_dir,
+            prompts=prompts_dir,
+            threads=threads,
+            resamples=resamples,
+            seed=seed,
+            on_progress=pairs_progress(),
+            say=say,
+        )
+        paths = report.save(stem, say=say)
+    click.echo(report.table(), nl=False)
+    say(f"written: {', '.join(map(str, paths))}")

@@ -159,18 +159,3 @@ def _pairs(rows_by_task, refs: References, where: str) -> tuple[list[tuple[str, 
                 pairs.append((candidate, refs.expert[key]))
                 places.append((task, key[1], EXPERT))
     return pairs, places
-
-
-def save_scored(report: dict, stem) -> tuple[list[Path], str | None]:
-    """Write STEM.json and STEM.md (each whole or not at all), then the page STEM.html; returns the paths written
-    and, where the page could not be made (the `report` extra missing), why: the other two stand."""
-    from mental_edge.report.eval_report import save_report
-    from mental_edge.report.html import write_page
-
-    written = list(save_report(report, stem))
-    page = Path(f"{stem}.html")
-    try:
-        write_page([load_run(written[0])], page)
-    except MentalEdgeError as exc:
-        return written, f"{page} not written: {exc}"
-    return [*written, page], None
