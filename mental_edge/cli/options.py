@@ -118,6 +118,15 @@ def sampling_options(func):
     return wrapper
 
 
+prompts_option = click.option(
+    "--prompts",
+    "prompts_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Folder of task files and templates adding to or overriding the package's.",
+)
+
+
 def analysis_options(func):
     """--max-tokens, --free, --prompts, --format (analyze and eval): passed on as `analysis`, the keywords of
     `Model.iter_rows`, and `prompts_dir`."""
@@ -130,13 +139,7 @@ def analysis_options(func):
         help="Most tokens of explanation (or of a free answer).",
     )
     @click.option("--free", is_flag=True, help="Let the model answer freely (the published way) and parse its label.")
-    @click.option(
-        "--prompts",
-        "prompts_dir",
-        type=click.Path(file_okay=False),
-        default=None,
-        help="Folder of task files and templates adding to or overriding the package's.",
-    )
+    @prompts_option
     @click.option(
         "--format",
         "prompt_format",

@@ -7,7 +7,7 @@ import click
 
 from mental_edge.api.model import load
 from mental_edge.cli import main
-from mental_edge.cli.options import model_options, say
+from mental_edge.cli.options import model_options, prompts_option, say
 from mental_edge.errors import MentalEdgeError
 from mental_edge.prompting import FORMS, load_tasks
 
@@ -20,13 +20,7 @@ from mental_edge.prompting import FORMS, load_tasks
     default=None,
     help="Prompt form (default: the task's first form, instruction for the English tasks).",
 )
-@click.option(
-    "--prompts",
-    "prompts_dir",
-    type=click.Path(file_okay=False),
-    default=None,
-    help="Folder of task files and templates adding to or overriding the package's.",
-)
+@prompts_option
 @click.argument("text", required=False)
 @model_options(slots=False)
 def prompt_command(task_name, form, prompts_dir, text, model_opts):

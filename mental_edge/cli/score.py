@@ -6,7 +6,7 @@ import click
 
 from mental_edge.api.evaluate import score_explanations
 from mental_edge.cli import main
-from mental_edge.cli.options import say
+from mental_edge.cli.options import prompts_option, say
 from mental_edge.io.lock import hold_output
 from mental_edge.prompting import load_tasks
 from mental_edge.report.stats import RESAMPLES, SEED
@@ -84,8 +84,7 @@ def scorer_settings(scorer, scorer_weights, scorer_compute, classifiers_dir, pro
 @scorer_options
 @click.option("--output", "-o", "stem", required=True, help="Write STEM.json, STEM.md and STEM.html.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads of the scorer.")
-@click.option("--prompts", "prompts_dir", type=click.Path(file_okay=False), default=None,
-              help="Folder of task files adding to or overriding the package's.")  # fmt: skip
+@prompts_option
 @click.option("--resamples", type=click.IntRange(min=100), default=RESAMPLES, show_default=True)
 @click.option("--seed", type=int, default=SEED, show_default=True, help="Seed of the bootstrap resampling.")
 def score_command(

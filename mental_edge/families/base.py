@@ -75,6 +75,21 @@ class FileShape:
     tokenizers: tuple[str, ...]
 
 
+def decoder_shape(tokenizers: tuple[str, ...]) -> FileShape:
+    """The shape of a decoder-only llama.cpp file (LLaMA, GLM-4): blocks `blk.N`, the embedding's width and rows
+    as the width and vocabulary, the first block's ffn_down as the feed-forward width."""
+    return FileShape(
+        blocks={"block_count": "blk."},
+        required=("context_length", "embedding_length", "feed_forward_length", "attention.head_count"),
+        dims={
+            "embedding_length": ("token_embd.weight", 0),
+            "vocab_size": ("token_embd.weight", 1),
+            "feed_forward_length": ("blk.0.ffn_down.weight", 0),
+        },
+        tokenizers=tokenizers,
+    )
+
+
 @dataclass(frozen=True)
 class Family:
     """Everything the package knows of a model family, so that no other module keeps a table of families.

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from mental_edge.engine.base import Segment
-from mental_edge.families.base import ChatFormat, Family, FileShape, HubModel, Message, QueryFormat
+from mental_edge.families.base import ChatFormat, Family, HubModel, Message, QueryFormat, decoder_shape
 
 GLM_QUERY = QueryFormat(
     "glm",
@@ -46,14 +46,5 @@ FAMILY = Family(
         HubModel("mentalglm", "zwzzz/MentalGLM", "Q4_K_M"),
         HubModel("mentalglm-chat", "zwzzz/MentalGLM-chat", "Q4_K_M"),
     ),
-    file_shape=FileShape(
-        blocks={"block_count": "blk."},
-        required=("context_length", "embedding_length", "feed_forward_length", "attention.head_count"),
-        dims={
-            "embedding_length": ("token_embd.weight", 0),
-            "vocab_size": ("token_embd.weight", 1),
-            "feed_forward_length": ("blk.0.ffn_down.weight", 0),
-        },
-        tokenizers=("gpt2",),  # GLM-4's byte-level BPE
-    ),
+    file_shape=decoder_shape(("gpt2",)),  # GLM-4's byte-level BPE
 )

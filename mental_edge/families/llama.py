@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from mental_edge.engine.base import Segment
-from mental_edge.families.base import RAW, ChatFormat, Family, FileShape, HubModel, Message
+from mental_edge.families.base import RAW, ChatFormat, Family, HubModel, Message, decoder_shape
 
 
 class Llama2Format(ChatFormat):
@@ -51,14 +51,5 @@ FAMILY = Family(
         HubModel("mentallama-7b", "klyang/MentaLLaMA-chat-7B", "Q4_K_M"),
         HubModel("mentallama-13b", "klyang/MentaLLaMA-chat-13B", "Q4_K_M"),
     ),
-    file_shape=FileShape(
-        blocks={"block_count": "blk."},
-        required=("context_length", "embedding_length", "feed_forward_length", "attention.head_count"),
-        dims={
-            "embedding_length": ("token_embd.weight", 0),
-            "vocab_size": ("token_embd.weight", 1),
-            "feed_forward_length": ("blk.0.ffn_down.weight", 0),
-        },
-        tokenizers=("llama", "gpt2"),  # SentencePiece (Llama-2), byte-level BPE (SmolLM2, Llama-3)
-    ),
+    file_shape=decoder_shape(("llama", "gpt2")),  # SentencePiece (Llama-2), byte-level BPE (SmolLM2, Llama-3)
 )
