@@ -60,6 +60,15 @@ def main():
     ap.add_argument("--max-tokens", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--slots", type=int, default=None, help="mental-edge slots (default: the engine's)")
+    ap.add_argument(
+        "--llama-server",
+        type=int,
+        nargs="*",
+        default=[],
+        metavar="N",
+        help="also llama.cpp's own llama-server with N parallel slots and N clients on the loop's prompts and "
+        "budgets (built once from the installed llama-cpp-python's sdist: llama_server.py)",
+    )
     args = ap.parse_args()
     model = args.model or smollm2()
     every = load_tasks().get("all", language="en")
@@ -94,6 +103,13 @@ def main():
     work["plain loop, all tasks"] = count.as_dict()
     t["plain loop, DR only"] = plain_loop(llm, posts, one, args.max_tokens)[0]
     llm.close()
+    for n in args.llama_server:
+        import llama_server
+
+        queries = [task.render(post, "instruction") for post in posts for task in every]
+        got = llama_server.run(model, queries, args.max_tokens + LABEL_TOKENS, args.threads, n)
+        t[f"llama-server -np {n}, all tasks"] = got["requests"]  # from ready to the last answer
+        print(f"(llama-server -np {n}: {got['whole']:.1f} s with its start and stop; {got['generated']} tokens)")
 
     print(f"mental-edge with {slots} slots")
     for who, seconds in t.items():
@@ -112,6 +128,9 @@ def main():
     got = plain / t["mental-edge, all tasks, with explanations"]
     verdict = "met" if got >= 1 else "NOT met"
     print(f"  target 1.0x the loop over the same prompts, with explanations: {verdict} ({got:.2f}x)")
+    for who in [w for w in t if w.startswith("llama-server")]:
+        ratio = t[who] / t["mental-edge, all tasks, with explanations"]
+        print(f"  mental-edge with explanations is {ratio:.2f}x {who}")
     costs = kernel_costs(model, args.threads, works=work.values())
     print(best_case_line(costs, read, generated, plain))
     for who, done in work.items():
