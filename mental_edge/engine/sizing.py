@@ -4,10 +4,9 @@
 the weights are loaded; `available_memory` reads that figure (MemAvailable from /proc/meminfo on a CPU build, the
 device's free memory on a GPU build). The engine calls both once, when it creates its context.
 
-The policy (benchmarks/analysis_throughput.py --model 7b measures the defaults against --slots 4 and 16, whole
-processes, 8 DR posts x 128 tokens, 2026-12-02: 4 slots 435.5 s, 8 slots 335.3 s, 16 slots 342.8 s, the plain
-loop 360.9 s; 16 gains nothing on 8 posts, and 16 posts in flight need more cells than a 7B's training context
-allows in all, so 8; docs/performance.md):
+The policy (benchmarks/analysis_throughput.py --model 7b measures the defaults against --slots 4 and 16; its
+figures are in docs/performance.md: 8 slots beat 4, 16 gain nothing on 8 posts, and 16 posts in flight need more
+cells than a 7B's training context allows in all, so 8):
 - the cache may take half of the memory left once RESERVE (llama.cpp's compute buffers, Python, the rest of the
   machine) is set aside, so that a 7B Q4_K_M on an 8 GiB machine stays under 6 GiB at its peak;
 - every slot can hold a whole context (slots x n_ctx cells) when that fits, and never more than the training

@@ -39,9 +39,9 @@ DEFAULT_CTX = 2048  # the published MentaLLaMA evaluation used max_length=2048 (
 SCORE_SEQS = 16  # sequences available for scoring candidates side by side
 # Slots and cache cells come from the model's per-token cache size and the memory free (engine/sizing.py).
 # exact (--exact): the rules below and paired output rows, which make batched records equal the sequential ones
-# to the bit on a CPU. They cost 26% of a batched SmolLM2 analysis here (benchmarks/exactness.py,
-# docs/performance.md), so they are off by default: the same input and settings still give the same records run to run,
-# but a record may then depend on what else was in the batch or the cache.
+# to the bit on a CPU. They cost a quarter of a batched SmolLM2 analysis (benchmarks/exactness.py; the figure in
+# docs/performance.md), so they are off by default: the same input and settings still give the same records run
+# to run, but a record may then depend on what else was in the batch or the cache.
 DEFAULT_EXACT = False
 # llama.cpp's CPU kernels take another code path (other rounding) for larger micro-batches, so that a token's
 # logits would depend on how the tokens around it were split: on a cached prefix, on the other posts in the
