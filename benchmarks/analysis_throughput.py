@@ -40,6 +40,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import llama_server
 from bench_common import (
     IMHI,
     REPO,
@@ -184,8 +185,6 @@ def bench(name: str, args) -> None:
     times["plain loop"], read, generated = plain_loop(gguf, queries, args)
     work["plain loop"] = COUNT.as_dict()
     for n in args.llama_server:
-        import llama_server
-
         got = llama_server.run(gguf, queries, args.max_tokens + LABEL_TOKENS, args.threads, n)
         times[f"llama-server -np {n}"] = got["requests"]  # from ready to the last answer, as the others are timed
         print(f"  (llama-server -np {n}: {got['whole']:.1f} s with its start and stop; {got['generated']} tokens)")
@@ -295,15 +294,7 @@ def main():
     ap.add_argument("--threads", type=int, default=min(os.cpu_count() or 1, 2))
     ap.add_argument("--quick", action="store_true", help="fewer posts and tokens: a few minutes")
     ap.add_argument("--skip-transformers", action="store_true")
-    ap.add_argument(
-        "--llama-server",
-        type=int,
-        nargs="*",
-        default=[],
-        metavar="N",
-        help="smollm2/1b: also llama.cpp's own llama-server with N parallel slots and N clients, on the plain "
-        "loop's prompts and budgets (built once from the installed llama-cpp-python's sdist: llama_server.py)",
-    )
+    llama_server.add_option(ap)
     ap.add_argument("--skip-sequential", action="store_true", help="7b: no --sequential run (it takes minutes)")
     args = ap.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)

@@ -57,6 +57,19 @@ def binary() -> Path:
     return exe
 
 
+def add_option(parser: argparse.ArgumentParser) -> None:
+    """--llama-server N...: the throughput benchmarks' contender row, N slots and N clients each."""
+    parser.add_argument(
+        "--llama-server",
+        type=int,
+        nargs="*",
+        default=[],
+        metavar="N",
+        help="also llama.cpp's own llama-server with N parallel slots and N clients, on the plain loop's prompts "
+        "and budgets (built once from the installed llama-cpp-python's sdist: llama_server.py)",
+    )
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

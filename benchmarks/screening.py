@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import time
 
+import llama_server
 from bench_common import DecodeCount, best_case_line, efficiency_line, imhi_posts, kernel_costs, load_line, smollm2
 
 from mental_edge.analysis import Analyzer
@@ -60,15 +61,7 @@ def main():
     ap.add_argument("--max-tokens", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--slots", type=int, default=None, help="mental-edge slots (default: the engine's)")
-    ap.add_argument(
-        "--llama-server",
-        type=int,
-        nargs="*",
-        default=[],
-        metavar="N",
-        help="also llama.cpp's own llama-server with N parallel slots and N clients on the loop's prompts and "
-        "budgets (built once from the installed llama-cpp-python's sdist: llama_server.py)",
-    )
+    llama_server.add_option(ap)
     args = ap.parse_args()
     model = args.model or smollm2()
     every = load_tasks().get("all", language="en")
@@ -104,8 +97,6 @@ def main():
     t["plain loop, DR only"] = plain_loop(llm, posts, one, args.max_tokens)[0]
     llm.close()
     for n in args.llama_server:
-        import llama_server
-
         queries = [task.render(post, "instruction") for post in posts for task in every]
         got = llama_server.run(model, queries, args.max_tokens + LABEL_TOKENS, args.threads, n)
         t[f"llama-server -np {n}, all tasks"] = got["requests"]  # from ready to the last answer

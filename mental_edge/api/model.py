@@ -195,7 +195,7 @@ class Model:
     def prompt(self, task: str | Task, post: str, *, form: str | None = None) -> str:
         """The exact text the model is fed for `post` on `task`: its form, its family's query wrapper, BOS where
         the model file adds one."""
-        (chosen,) = self._tasks(task) if isinstance(task, Task) else [self.taskset.task(task)]
+        chosen = task if isinstance(task, Task) else self.taskset.task(task)
         fmt = query_format_for(self.info)
         query = chosen.render(post, form or form_for(self.info, chosen.language))
         segments = fmt.segments(query)

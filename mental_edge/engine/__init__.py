@@ -83,20 +83,3 @@ def _open(path, architecture, backend, n_ctx, threads, gpu_layers, name, slots, 
     from mental_edge.engine.llamacpp.decoder import LlamaEngine
 
     return LlamaEngine(path, n_ctx=n_ctx, threads=threads, gpu_layers=gpu_layers, name=name, slots=slots, exact=exact)
-
-
-def gguf_architecture(path: Path) -> str | None:
-    """general.architecture, read from the header (the writer puts it first); None when it is not there."""
-    import struct
-
-    with open(path, "rb") as fh:
-        head = fh.read(24)
-        if len(head) < 24 or head[:4] != b"GGUF":
-            return None
-        (key_len,) = struct.unpack("<Q", fh.read(8) or b"\0" * 8)
-        if key_len != len(b"general.architecture") or fh.read(key_len) != b"general.architecture":
-            return None
-        value_type, value_len = struct.unpack("<IQ", fh.read(12))
-        if value_type != 8 or value_len > 1 << 10:
-            return None
-        return fh.read(value_len).decode("utf-8", "replace")

@@ -20,7 +20,7 @@ from mental_edge.engine.gguf_header import ArrayValue, FileProblem, Header, read
 from mental_edge.engine.sizing import MAX_TRAIN_CONTEXT, MIN_TRAIN_CONTEXT
 from mental_edge.errors import MentalEdgeError
 
-__all__ = ["MAX_BLOCKS", "builtin_architectures", "check_gguf_file", "check_model_file"]
+__all__ = ["MAX_BLOCKS", "builtin_architectures", "check_gguf_file", "check_model_file", "header_of"]
 
 MAX_BLOCKS = 512  # llama.cpp's LLAMA_MAX_LAYERS: its per-layer arrays are this long
 MAX_HEADS = 4096
@@ -53,14 +53,23 @@ def check_model_file(path: Path, allow_architectures: Collection[str] = ()) -> s
 
 def check_gguf_file(path: Path, allow_architectures: Collection[str] = ()) -> Header:
     """Read and check a GGUF file's header (allow_architectures: the ones named beyond the built-in families)."""
+    header = header_of(path)
     try:
-        header = read_header(path)
         _check(header, set(allow_architectures))
+    except FileProblem as exc:
+        raise MentalEdgeError(f"{path}: {exc}") from None
+    return header
+
+
+def header_of(path: Path) -> Header:
+    """The file's header by the bounded reader (gguf_header.py), unchecked; a damaged or unreadable one is one
+    line naming the file."""
+    try:
+        return read_header(path)
     except FileProblem as exc:
         raise MentalEdgeError(f"{path}: {exc}") from None
     except OSError as exc:
         raise MentalEdgeError(f"{path}: cannot read the model file ({exc.strerror or exc})") from None
-    return header
 
 
 def _check(header: Header, allowed: set[str]) -> None:

@@ -135,14 +135,15 @@ class ModelRun:
 
 
 def file_architecture(path) -> str:
-    """general.architecture of a GGUF file ("bart" for a CTranslate2 folder), read without loading the model."""
-    from mental_edge.engine import gguf_architecture
+    """general.architecture of a GGUF file ("bart" for a CTranslate2 folder), read without loading the model
+    (the bounded header reader: a damaged header is one line)."""
+    from mental_edge.engine.file_check import header_of
 
     path = Path(path)
     if path.is_dir():
         return "bart"
-    arch = gguf_architecture(path) if path.is_file() else None
-    if arch is None:
+    arch = header_of(path).values.get("general.architecture") if path.is_file() else None
+    if not isinstance(arch, str):
         raise MentalEdgeError(f"{path}: not a GGUF model file with its architecture in the header")
     return arch
 
