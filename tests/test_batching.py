@@ -76,6 +76,29 @@ def test_the_default_compact_cache_frees_cells_and_never_starts_again(smollm2_gg
         assert max(abs(a.probabilities[k] - b.probabilities[k]) for k in a.probabilities) < 0.1
 
 
+def test_the_tasks_of_one_post_run_side_by_side_on_one_copy_of_its_cells(smollm2_gguf, imhi_dir):
+    """Eight tasks of a 200-token post in a cache of 2,048 cells (8 slots of 256). Counted slot by slot, the
+    post's cells would leave room for six requests at once; held once and shared (engine/llamacpp/cell_map.py),
+    they leave room for all eight. llama.cpp refuses a batch it has no cells for, so an under-count would fail
+    the run; records equal the one-at-a-time run's (exact mode)."""
+    eight = ("DR", "dreaddit", "loneliness", "CLP", "Irf-belongingness", "Irf-burdensomeness", "SAD", "CAMS")
+    tasks = [load_tasks().task(name) for name in eight]
+
+    def run(slots):
+        engine = load_engine(smollm2_gguf, n_ctx=256, threads=2, slots=slots, exact=True)
+        try:
+            post = max((p for p in _imhi_posts(imhi_dir, "DR", 30) if len(engine.tokenize(p)) <= 205), key=len)
+            ((_, results),) = Analyzer(engine, max_tokens=8).analyze_stream([(0, post, tasks)])
+            return results, engine.n_cells, getattr(engine, "batcher", None)
+        finally:
+            engine.close()
+
+    (one, _, _), (batched, cells, batcher) = run(1), run(8)
+    assert cells == 2048 and not any(r.flags for r in batched)
+    assert batcher.peak_busy == 8
+    assert batched == one
+
+
 def test_a_resumed_sequential_run_gives_the_records_of_an_uninterrupted_one(smollm2_gguf, posts):
     rows = [InputRow(id=f"r{i}", text=p, source="test", row_number=i) for i, p in enumerate([posts[0], posts[-1]])]
     tasks = [load_tasks().task(name) for name in ("DR", "loneliness")]

@@ -40,6 +40,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from mental_edge.engine.base import IDLE, Request, Result, Sampling, TokenLogprob
+from mental_edge.engine.llamacpp.cell_map import CellMap
 from mental_edge.engine.text import StopText
 from mental_edge.engine.trie import CandidateTrie, build_trie, path_scores
 from mental_edge.errors import MentalEdgeError
@@ -58,7 +59,7 @@ class _Slot:
     phase: str = "idle"  # ingest -> score -> ingest (follow) -> generate
     scores: list[float] | None = None  # the candidates' log-probabilities, once the prompt is read
     pending: list[int] = field(default_factory=list)  # tokens still to feed
-    need: int = 0  # cache cells this request may place at most
+    need: int = 0  # cache cells this request may place at most (its prefix held by a slot is copied, not placed)
     placed: int = 0  # cache cells it has placed so far
     first: np.ndarray | None = None  # log-probabilities after the prompt's last token
     sampler: object = None  # the engine's TokenSampler while generating
@@ -120,7 +121,7 @@ class Batcher:
         self.slots = [_Slot(seq=i) for i in range(engine.slots)]
         self.temp_seqs = list(range(engine.slots, engine.slots + engine.score_seqs))
         self.retired = engine.retired_seq  # holds the cells no request needs any more, until the cache is cleared
-        self.placed = 0  # cells placed since the cache was last cleared
+        self.cells = CellMap()  # which cells each sequence holds: the cells in use
         self.restarts = 0  # times the cache was cleared to make room
         self.peak_busy = 0  # the most slots busy at once so far
         self._ended = False
@@ -166,10 +167,13 @@ class Batcher:
                     return
                 waiting.append(req)
             req = waiting[0]
-            need = cells_needed(req, self.e.share_candidates)
-            if need > self.e.n_cells:
-                raise MentalEdgeError(f"a request needs {need} tokens of cache; the cache holds {self.e.n_cells}")
-            if self._worth_waiting(req.prompt) or not self._room_for(need):
+            total = cells_needed(req, self.e.share_candidates)
+            if total > self.e.n_cells:
+                raise MentalEdgeError(f"a request needs {total} tokens of cache; the cache holds {self.e.n_cells}")
+            if self._worth_waiting(req.prompt):
+                return
+            need = self._room_for(req.prompt, total)
+            if need is None:
                 return
             waiting.popleft()
             self._start(req, need, idle)
@@ -189,38 +193,41 @@ class Batcher:
         )
         return coming >= held + SHARE_MIN
 
-    def _room_for(self, need: int) -> bool:
-        """True when the cells free hold a request of `need` cells besides what the busy requests may still
-        place. When they do not: a compact cache lets the idle slots' prompts go; an ordered one, once nothing is
-        busy, starts again empty (see the module doc)."""
+    def _room_for(self, prompt: list[int], total: int) -> int | None:
+        """The cells a request of `total` cells at most (`cells_needed`) may place, when the cells free hold them
+        besides what the busy requests may still place; else None. Short of cells, a compact cache lets the idle
+        slots' prompts go; an ordered one, once nothing is busy, starts again empty (see the module doc)."""
         busy = [s for s in self.slots if s.req is not None]
         ahead = sum(max(s.need - s.placed, 0) for s in busy)
-        if self._in_use() + ahead + need <= self.e.n_cells:
-            return True
+        need = total - self._held_prefix(prompt)
+        if self.cells.used + ahead + need <= self.e.n_cells:
+            return need
         if not self.e.ordered_cells:
             for slot in self.slots:
                 if slot.req is None and slot.tokens:
-                    self.e.drop_cells(slot.seq, 0)
+                    self._retire(slot.seq, 0)
                     slot.tokens = []
-            return self._in_use() + ahead + need <= self.e.n_cells
+            need = total - self._held_prefix(prompt)
+            return need if self.cells.used + ahead + need <= self.e.n_cells else None
         if busy:
-            return False
+            return None
         self._clear()
         self.restarts += 1
-        return True
+        return total
 
-    def _in_use(self) -> int:
-        """Cells taken: all placed since the cache was cleared (ordered), or at most what the slots hold
-        (compact: each slot holds one cell per token; slots sharing a prefix share its cells)."""
-        if self.e.ordered_cells:
-            return self.placed
-        return sum(len(s.tokens) for s in self.slots)
+    def _held_prefix(self, prompt: list[int]) -> int:
+        """The longest prefix of `prompt` a slot holds, as `_load_prefix` takes it (copied, not placed)."""
+        return max(min(_common(s.tokens, prompt), len(prompt) - 1) for s in self.slots)
 
     def _clear(self) -> None:
         self.e.clear_cache()
-        self.placed = 0
+        self.cells.clear()
         for slot in self.slots:
             slot.tokens = []
+
+    def _copy(self, src: int, dst: int, start: int = 0, end: int = -1) -> None:
+        self.e.copy_cells(src, dst, start, end)
+        self.cells.copy(src, dst, start, end)
 
     def _retire(self, seq: int, start: int) -> None:
         """Drop `seq`'s cells from position `start` on: freed in a compact cache, kept by the retired sequence in
@@ -228,6 +235,7 @@ class Batcher:
         if self.e.ordered_cells:
             self.e.copy_cells(seq, self.retired, start, -1)
         self.e.drop_cells(seq, start)
+        self.cells.drop(seq, start, keep=self.e.ordered_cells)
 
     def _start(self, req: Request, need: int, idle: list[_Slot]) -> None:
         slot = max(idle, key=lambda s: _common(s.tokens, req.prompt))
@@ -243,7 +251,7 @@ class Batcher:
         theirs = min(_common(donor.tokens, prompt), limit) if donor is not slot else 0
         if theirs > own:
             self._retire(slot.seq, 0)
-            self.e.copy_cells(donor.seq, slot.seq, 0, theirs)
+            self._copy(donor.seq, slot.seq, 0, theirs)
             own = theirs
         else:
             self._retire(slot.seq, own)
@@ -286,7 +294,7 @@ class Batcher:
             return None
         seqs = [free_temps.pop() for _ in which]
         for seq in seqs:
-            self.e.copy_cells(slot.seq, seq, 0, len(slot.tokens))
+            self._copy(slot.seq, seq, 0, len(slot.tokens))
         return (slot, "score", None, _Scoring(which, seqs, trie))
 
     def _decode(self, parts) -> dict:
@@ -308,11 +316,12 @@ class Batcher:
             slot.placed += len(tokens)
             index[id(slot)] = len(rows) - 1
         n = len(rows)
-        taken = self._in_use()
+        taken = self.cells.used
         if taken + n > self.e.n_cells:  # a request placed more than cells_needed allowed: refuse, not misplace
             raise MentalEdgeError(f"the batch needs {n} cache cells; {self.e.n_cells - taken} are left")
-        self.placed += n
         self.e.decode_rows(rows)
+        for _, _, seqs, _ in rows:
+            self.cells.place((seqs,) if isinstance(seqs, int) else seqs)
         return index
 
     def _advance(self, parts, index) -> Iterator[Result]:
@@ -395,7 +404,7 @@ class Batcher:
             if len(path) > len(best[0]) and prompt[n : n + len(path)] == path and n + len(path) < len(prompt):
                 best = (path, scoring.seqs[k])
         if best[0]:
-            self.e.copy_cells(best[1], slot.seq, n, -1)
+            self._copy(best[1], slot.seq, n, -1)
             slot.tokens.extend(best[0])
 
     def _sample(self, slot: _Slot, at: int) -> bool:
