@@ -90,6 +90,30 @@ def test_several_tasks_on_one_post_reuse_the_post(engine, tasks):
     assert gen.reused_tokens > len(engine.tokenize(post))  # the post was not read again
 
 
+def test_two_tasks_asking_the_same_are_one_request_and_get_the_records_each_gets_alone(smollm2_gguf, tasks, imhi_dir):
+    """DR and CLP ask the same question with the same answers: on one post they are one request, and each record
+    equals the one its task gets on its own (exact mode: to the bit)."""
+    dr, clp = tasks.task("DR"), tasks.task("CLP")
+    post = _imhi_posts(imhi_dir, "DR", 1)[0]
+    assert dr.render(post, "instruction") == clp.render(post, "instruction")
+    engine = load_engine(smollm2_gguf, n_ctx=1024, threads=2, slots=1, exact=True)
+    try:
+        analyzer = Analyzer(engine, max_tokens=12)
+
+        def run(task_list):
+            engine.reset()
+            before = engine.decoded_tokens
+            ((_, results),) = analyzer.analyze_stream([(0, post, task_list)])
+            return results, engine.decoded_tokens - before
+
+        (both, read_both), (dr_alone, read_dr), (clp_alone, _) = run([dr, clp]), run([dr]), run([clp])
+    finally:
+        engine.close()
+    assert both == dr_alone + clp_alone
+    assert [r.task for r in both] == ["DR", "CLP"] and both[0].explanation
+    assert read_both == read_dr
+
+
 def test_free_answers_are_parsed_or_flagged(engine, tasks):
     analyzer = Analyzer(engine, free=True, max_tokens=20)
     (result,) = analyzer.analyze("I feel fine today, went for a run.", [tasks.task("DR")])

@@ -81,7 +81,7 @@ def test_the_tasks_of_one_post_run_side_by_side_on_one_copy_of_its_cells(smollm2
     post's cells would leave room for six requests at once; held once and shared (engine/llamacpp/cell_map.py),
     they leave room for all eight. llama.cpp refuses a batch it has no cells for, so an under-count would fail
     the run; records equal the one-at-a-time run's (exact mode)."""
-    eight = ("DR", "dreaddit", "loneliness", "CLP", "Irf-belongingness", "Irf-burdensomeness", "SAD", "CAMS")
+    eight = ("DR", "dreaddit", "loneliness", "swmh", "Irf-belongingness", "Irf-burdensomeness", "SAD", "CAMS")
     tasks = [load_tasks().task(name) for name in eight]
 
     def run(slots):

@@ -43,6 +43,9 @@ class _TaskKey:
     task: Task
     form: str
     flags: list[str]
+    same: tuple = ()  # what makes the request what it is: two tasks of a post with equal `same` are one request
+    twins: list[_TaskKey] = field(default_factory=list)  # other tasks of the post this request answers too
+    done: Result | None = None  # the engine's result, once in (a twin may come after it)
 
 
 @dataclass
@@ -102,12 +105,21 @@ class Analyzer:
                 pending.append(entry)
                 if post is None:
                     continue
+                asked: dict[tuple, _TaskKey] = {}  # this post's requests so far, by what they ask
                 for i, task in enumerate(tasks):
                     req = self._request(post, task, on_text, entry, i)
                     if isinstance(req, TaskResult):  # decided without the model (empty or unfit post)
                         entry["results"][i] = req
                         continue
+                    twin = asked.get(req.key.same) if on_text is None else None
+                    if twin is not None and twin.done is not None:  # two tasks asking the same (DR and CLP)
+                        entry["results"][i] = self._result(twin.done, req.key)
+                        continue
                     entry["left"] += 1
+                    if twin is not None:  # one request answers both
+                        twin.twins.append(req.key)
+                        continue
+                    asked[req.key.same] = req.key
                     yield req
 
         if sequential:  # one request after the other, in order, whatever the engine could keep in flight
@@ -115,10 +127,11 @@ class Analyzer:
         else:
             done_requests = self.engine.run_requests(requests())
         for result in done_requests:
-            key = result.key
-            entry = key.entry
-            entry["results"][key.index] = self._result(result, key)
-            entry["left"] -= 1
+            entry = result.key.entry
+            result.key.done = result
+            for key in (result.key, *result.key.twins):
+                entry["results"][key.index] = self._result(result, key)
+                entry["left"] -= 1
             while pending and pending[0]["left"] == 0 and _complete(pending[0]):
                 done = pending.popleft()
                 yield done["key"], done["results"]
@@ -137,7 +150,7 @@ class Analyzer:
         common = {
             "max_tokens": self.max_tokens,
             "sampling": self.sampling,
-            "key": _TaskKey(entry, index, task, form, flags),
+            "key": _TaskKey(entry, index, task, form, flags, self._same(query, task, form)),
             "on_text": (lambda piece: on_text(task.name, piece)) if on_text else None,
         }
         if self.free:
@@ -148,6 +161,17 @@ class Analyzer:
         if self.explain:
             follow = lambda scores: self._tokens(query, task.explain_prefix(_best(task, scores), form))  # noqa: E731
         return Request(prompt, candidates, follow, **common)
+
+    def _same(self, query: str, task: Task, form: str) -> tuple:
+        """What a request asks: its query, and unless the answer is free, the labels in order, their answer
+        sentences and what an explanation follows. The engine's results depend on nothing else (the sampler's
+        seed is the analyzer's), so two tasks of a post with equal ones get equal results from one request."""
+        if self.free:
+            return (query,)
+        labels = tuple(task.labels)
+        answers = tuple(task.answer(label, form) for label in labels)
+        follows = tuple(task.explain_prefix(label, form) for label in labels) if self.explain else ()
+        return (query, labels, answers, follows)
 
     def candidates(self, query: str, task: Task, form: str) -> tuple[list[int], list[list[int]]]:
         """The prompt read once and each label's answer sentence after it: for an encoder-decoder model the
