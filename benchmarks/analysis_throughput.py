@@ -36,7 +36,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -44,6 +43,7 @@ import llama_server
 from bench_common import (
     IMHI,
     REPO,
+    WORK,
     DecodeCount,
     best_case_line,
     efficiency_line,
@@ -51,13 +51,13 @@ from bench_common import (
     kernel_costs,
     load_line,
     smollm2,
+    whole_process,
 )
 
 from mental_edge.analysis import Analyzer
 from mental_edge.engine import load_engine
 from mental_edge.prompting import load_tasks
 
-WORK = Path(tempfile.gettempdir()) / "mental-edge-bench"
 ONE_B = dict(
     hidden_size=2048,
     intermediate_size=5632,
@@ -213,22 +213,6 @@ def bench(name: str, args) -> None:
 
 
 # -- the 7B shape, whole processes ------------------------------------------------------------------------
-
-
-def whole_process(cmd: list[str], label: str) -> tuple[float, dict]:
-    """Wall seconds of `python benchmarks/counted.py ... cmd` (model loading included) and its decode counts."""
-    counts = WORK / f"counts-{label.replace(' ', '_')}.json"
-    start = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "counted.py"), str(counts), *cmd],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    seconds = time.perf_counter() - start
-    if proc.returncode:
-        raise SystemExit(f"{label} failed ({proc.returncode}): {proc.stderr[-500:]}")
-    return seconds, json.loads(counts.read_text())
 
 
 def bench_7b(args) -> None:

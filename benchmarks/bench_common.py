@@ -5,8 +5,11 @@ from __future__ import annotations
 import csv
 import importlib
 import importlib.util
+import json
 import os
+import subprocess
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +19,7 @@ from mental_edge.prompting import load_tasks
 
 REPO = Path(__file__).resolve().parents[1]
 IMHI = REPO.parent / "shared" / "data" / "imhi" / "test_instruction"
+WORK = Path(tempfile.gettempdir()) / "mental-edge-bench"  # built models, inputs and outputs of the benchmarks
 
 
 def support_module(name: str) -> ModuleType:
@@ -40,6 +44,23 @@ def imhi_posts(family: str, n: int, imhi: Path = IMHI) -> list[str]:
     with open(imhi / f"{family}.csv", newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))[:n]
     return [tasks.parse_query(r["query"])[1] for r in rows]
+
+
+def whole_process(cmd: list[str], label: str) -> tuple[float, dict]:
+    """Wall seconds of `python benchmarks/counted.py ... cmd` (model loading included) and its decode counts."""
+    WORK.mkdir(parents=True, exist_ok=True)
+    counts = WORK / f"counts-{label.replace(' ', '_')}.json"
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "counted.py"), str(counts), *cmd],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    seconds = time.perf_counter() - start
+    if proc.returncode:
+        raise SystemExit(f"{label} failed ({proc.returncode}): {proc.stderr[-500:]}")
+    return seconds, json.loads(counts.read_text())
 
 
 def load_line() -> str:
@@ -191,6 +212,6 @@ def efficiency_line(who: str, costs: dict, work: dict, seconds: float) -> str:
     steps = sum(work["steps"].values())
     return (
         f"  efficiency {who}: {floor / seconds:.2f} (llama.cpp's costs allow {floor:.1f} s for its {work['prompt']} "
-        f"prompt rows and {steps} decode steps; it took {seconds:.1f} s; target 0.9: "
+        f"prompt rows and {steps} rows of decode steps; it took {seconds:.1f} s; target 0.9: "
         f"{'met' if floor / seconds >= 0.9 else 'NOT met'})"
     )

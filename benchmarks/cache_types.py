@@ -19,8 +19,8 @@ import sys
 import time
 
 import numpy as np
-from analysis_throughput import WORK, smollm2_files
-from bench_common import imhi_posts, load_line
+from analysis_throughput import smollm2_files
+from bench_common import WORK, imhi_posts, load_line
 from gguf import GGMLQuantizationType
 
 from mental_edge.prompting import load_tasks

@@ -274,7 +274,8 @@ def main():
 
 
 def _one_b():
-    from analysis_throughput import WORK, one_b_files
+    from analysis_throughput import one_b_files
+    from bench_common import WORK
 
     WORK.mkdir(parents=True, exist_ok=True)
     return one_b_files()[0]

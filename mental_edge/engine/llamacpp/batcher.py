@@ -32,7 +32,7 @@ is generated, and setting its `cancelled` stops it at its next token.
 
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
@@ -124,6 +124,9 @@ class Batcher:
         self.cells = CellMap()  # which cells each sequence holds: the cells in use
         self.restarts = 0  # times the cache was cleared to make room
         self.peak_busy = 0  # the most slots busy at once so far
+        # rows decoded so far by what they were: "prompt" (a request's prompt), "candidates" (answers scored, the
+        # trie's nodes), "follow-up" (the prompt after the scores: the label sentence and "Reasoning:"), "tokens"
+        self.rows: Counter[str] = Counter()
         self._ended = False
 
     @property
@@ -308,12 +311,14 @@ class Batcher:
                 for tok, depth, members in zip(trie.tokens, trie.depths, trie.members):
                     rows.append((tok, start + depth, tuple(extra.seqs[m] for m in members), True))
                 slot.placed += len(trie)
+                self.rows["candidates"] += len(trie)
                 continue
             for j, tok in enumerate(tokens):
                 last = j == len(tokens) - 1
                 want = last and (kind == "token" or len(tokens) == len(slot.pending))
                 rows.append((tok, len(slot.tokens) + j, slot.seq, want))
             slot.placed += len(tokens)
+            self.rows["tokens" if kind == "token" else "prompt" if slot.scores is None else "follow-up"] += len(tokens)
             index[id(slot)] = len(rows) - 1
         n = len(rows)
         taken = self.cells.used
