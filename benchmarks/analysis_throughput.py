@@ -244,6 +244,10 @@ def bench_7b(args) -> None:
         records[who] = [json.loads(line) for line in out.read_text().splitlines()]
     loop = ["plain_loop.py", str(model), str(prompts), str(args.max_tokens + LABEL_TOKENS), str(args.threads)]
     times["plain loop"], work["plain loop"] = whole_process([str(REPO / "benchmarks" / loop[0]), *loop[1:]], "loop")
+    for n in args.llama_server:  # from its start to its stop, as the other processes are timed
+        queries = json.loads(prompts.read_text())
+        got = llama_server.run(model, queries, args.max_tokens + LABEL_TOKENS, args.threads, n)
+        times[f"llama-server -np {n}"] = got["whole"]
     plain = times["plain loop"]
     run = records["mental-edge defaults"][0]["run"]
     print(f"  defaults here: {run['slots']} slots, {run['cache_cells']} cache cells ({run['cache_sizing']})")
@@ -259,6 +263,11 @@ def bench_7b(args) -> None:
     )
     for who, done in work.items():
         print(efficiency_line(who, costs, done, times[who]))
+    servers = [who for who in times if who.startswith("llama-server")]
+    if servers:
+        best = min(servers, key=times.__getitem__)
+        got = times[best] / times["mental-edge defaults"]
+        print(f"  target ahead of the best llama-server ({best}): {'met' if got > 1 else 'NOT met'} ({got:.2f}x)")
     seq = records.get("mental-edge --sequential", [])
     for who in runs if seq else ():
         same = sum(
