@@ -63,15 +63,19 @@ def mental_edge_run(engine, posts, tasks, explain: bool, max_tokens: int) -> flo
 
 def least_rows(engine, posts, tasks) -> Counter:
     """The rows these requests need at least, by what they are (the Batcher's kinds): of each prompt, the tokens
-    no earlier prompt began with (a post's tasks share the post; the last token is read again even after an equal
-    prompt, for its logits); each request's candidate trie (engine/trie.py)."""
+    no earlier prompt began with (a post's tasks share the post; the last token is read again for its logits);
+    each request's candidate trie (engine/trie.py). Two tasks asking the same of a post are one request."""
     analyzer = Analyzer(engine)
     prompts: list[list[int]] = []
     least: Counter = Counter()
     for post in posts:
+        asked = set()
         for task in tasks:
             form = analyzer.form(task)
             prompt, answers = analyzer.candidates(task.render(post, form), task, form)
+            if (same := (tuple(prompt), tuple(map(tuple, answers)))) in asked:
+                continue
+            asked.add(same)
             shared = max((_common(prompt, before) for before in prompts), default=0)
             least["prompt"] += len(prompt) - min(shared, len(prompt) - 1)
             least["candidates"] += trie_size(answers)
@@ -145,9 +149,10 @@ def main():
     work["plain loop, all tasks"] = count.as_dict()
     t["plain loop, DR only"] = plain_loop(llm, posts, one, args.max_tokens)[0]
     llm.close()
+    servers = {}
     for n in args.llama_server:
         queries = [task.render(post, "instruction") for post in posts for task in every]
-        got = llama_server.run(model, queries, args.max_tokens + LABEL_TOKENS, args.threads, n)
+        servers[n] = got = llama_server.run(model, queries, args.max_tokens + LABEL_TOKENS, args.threads, n)
         t[f"llama-server -np {n}, all tasks"] = got["requests"]  # from ready to the last answer
         print(f"(llama-server -np {n}: {got['whole']:.1f} s with its start and stop; {got['generated']} tokens)")
 
@@ -174,6 +179,7 @@ def main():
     print(rows_line(rows, least, read))
     if args.whole:
         whole = whole_processes(model, posts, every, args)
+        whole |= {f"llama-server -np {n}": (got["whole"], None) for n, got in servers.items()}
         t |= {f"{who} (whole process)": seconds for who, (seconds, _) in whole.items()}
         work |= {f"{who} (whole process)": done for who, (_, done) in whole.items() if done}
         print("whole processes, model loading included:")
@@ -205,7 +211,8 @@ def rows_line(rows: Counter, least: Counter, loop_read: int) -> str:
 
 
 def whole_processes(model, posts, tasks, args) -> dict:
-    """Seconds and decode counts of each contender as a whole process (llama-server: seconds only)."""
+    """Seconds and decode counts of mental-edge and the plain loop, each as a whole process (llama-server's whole
+    process is timed in the same run as its requests)."""
     data = WORK / "screening-posts.csv"
     with open(data, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
@@ -221,14 +228,10 @@ def whole_processes(model, posts, tasks, args) -> dict:
     analyze += ["--slots", str(args.slots)] if args.slots else []
     loop = [str(REPO / "benchmarks" / "plain_loop.py"), str(model), str(prompts)]
     loop += [str(args.max_tokens + LABEL_TOKENS), str(args.threads)]
-    got = {
+    return {
         "mental-edge analyze --task all": whole_process(analyze, "screening mental-edge"),
         "plain loop": whole_process(loop, "screening loop"),
     }
-    for n in args.llama_server:
-        server = llama_server.run(model, queries, args.max_tokens + LABEL_TOKENS, args.threads, n)
-        got[f"llama-server -np {n}"] = (server["whole"], None)
-    return got
 
 
 if __name__ == "__main__":
