@@ -263,11 +263,8 @@ def bench_7b(args) -> None:
     )
     for who, done in work.items():
         print(efficiency_line(who, costs, done, times[who]))
-    servers = [who for who in times if who.startswith("llama-server")]
-    if servers:
-        best = min(servers, key=times.__getitem__)
-        got = times[best] / times["mental-edge defaults"]
-        print(f"  target ahead of the best llama-server ({best}): {'met' if got > 1 else 'NOT met'} ({got:.2f}x)")
+    if (line := llama_server.verdict_line(times, times["mental-edge defaults"])) is not None:
+        print(line)
     seq = records.get("mental-edge --sequential", [])
     for who in runs if seq else ():
         same = sum(

@@ -70,6 +70,17 @@ def add_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def verdict_line(times: dict[str, float], ours: float) -> str | None:
+    """The target "ahead of the best llama-server" over `times` (contender -> seconds; llama-server's rows named
+    "llama-server ..."), against `ours` seconds; None when no llama-server ran."""
+    servers = [who for who in times if who.startswith("llama-server")]
+    if not servers:
+        return None
+    best = min(servers, key=times.__getitem__)
+    got = times[best] / ours
+    return f"  target ahead of the best llama-server ({best}): {'met' if got > 1 else 'NOT met'} ({got:.2f}x)"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

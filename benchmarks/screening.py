@@ -188,11 +188,9 @@ def main():
             print(f"  {who:<42}{seconds:>8.1f} s  {loop / seconds:.2f}x the plain loop")
         got = loop / whole["mental-edge analyze --task all"][0]
         print(f"  target 1.3x the plain loop, whole processes: {'met' if got >= 1.3 else 'NOT met'} ({got:.2f}x)")
-        servers = [who for who in whole if who.startswith("llama-server")]
-        if servers:
-            best = min(servers, key=lambda who: whole[who][0])
-            got = whole[best][0] / whole["mental-edge analyze --task all"][0]
-            print(f"  target ahead of the best llama-server ({best}): {'met' if got > 1 else 'NOT met'} ({got:.2f}x)")
+        seconds = {who: s for who, (s, _) in whole.items()}
+        if (line := llama_server.verdict_line(seconds, seconds["mental-edge analyze --task all"])) is not None:
+            print(line)
     costs = kernel_costs(model, args.threads, works=work.values())
     print(best_case_line(costs, read, generated, plain))
     for who, done in work.items():
